@@ -1,0 +1,128 @@
+"""Client addresses: normalise what Dovecot logged, and decide which may never relay.
+
+Pure: no I/O. ``NeverList.parse`` takes the text of ``--never``; importing Postfix's
+``mynetworks`` (which runs ``postconf``) happens at the edge that owns Postfix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Never authorised unless ``--never`` says otherwise: a client on these addresses is this
+#: host itself, a link-local neighbour, or nobody at all. Loopback relays through
+#: ``permit_mynetworks`` anyway; a grant for it would only hide a misconfiguration.
+DEFAULT_NEVER = (
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "0.0.0.0/32",
+    "::/128",
+)
+
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF:.")
+
+
+def normalise(text: str) -> str | None:
+    """Return ``text`` as an address in the form the sinks store, or None if it is not one.
+
+    IPv6 becomes lowercase and zero-compressed; an IPv4-mapped address ``::ffff:a.b.c.d``
+    becomes ``a.b.c.d``.
+
+    Why: RHEL 4's Dovecot and every Dovecot listening on a dual-stack socket log IPv4
+    clients as ``::ffff:192.0.2.7``, while Postfix looks the client up as ``192.0.2.7``;
+    stored mapped, the grant would never match. And whatever ``ipaddress`` rejects (a zone
+    index ``%eth0``, a host name, a truncated field) must never authorise anything, so it
+    gives None rather than a guess.
+    """
+    if not text or len(text) > 45 or not _HEXDIGITS.issuperset(text):
+        return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6:
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return str(mapped)
+        return address.compressed
+    return str(address)
+
+
+class NormaliseCache:
+    """``normalise`` with a bounded memo, for the hot path.
+
+    Why: a busy server's logins come from a few thousand addresses over and over, and
+    ``ipaddress`` costs microseconds per call. The memo is cleared when full, so an attacker
+    who cycles through addresses costs memory no larger than ``size`` entries.
+    """
+
+    __slots__ = ("_memo", "_size")
+
+    def __init__(self, size: int = 65536) -> None:
+        self._memo: dict[str, str | None] = {}
+        self._size = size
+
+    def __call__(self, text: str) -> str | None:
+        try:
+            return self._memo[text]
+        except KeyError:
+            pass
+        if len(self._memo) >= self._size:
+            self._memo.clear()
+        result = self._memo[text] = normalise(text)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class NeverList:
+    """Networks whose addresses are never authorised, whatever the log says.
+
+    Attributes:
+        networks: the networks, as given (after parsing).
+    """
+
+    networks: tuple[IPNetwork, ...]
+
+    @classmethod
+    def parse(cls, text: str | Iterable[str], option: str = "--never") -> NeverList:
+        """Build a never-list from ``NET[,NET...]`` (or an iterable of NETs).
+
+        ``none`` alone gives the empty list. A bare address means that one address.
+
+        Raises:
+            ValueError: one line naming ``option`` and the item that is not a network.
+        """
+        items = text.split(",") if isinstance(text, str) else list(text)
+        items = [item.strip() for item in items if item.strip()]
+        if items == ["none"]:
+            return cls(())
+        networks: list[IPNetwork] = []
+        for item in items:
+            try:
+                network = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{option}: {item!r} is not a network; expected CIDRs such as "
+                    f"192.0.2.0/24,2001:db8::/32, or 'none'"
+                ) from None
+            networks.append(network)
+        return cls(tuple(networks))
+
+    @classmethod
+    def default(cls) -> NeverList:
+        """The list used when ``--never`` is not given (see ``DEFAULT_NEVER``)."""
+        return cls.parse(DEFAULT_NEVER)
+
+    def __contains__(self, ip: str) -> bool:
+        """True if ``ip`` (a normalised address) lies in one of the networks."""
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in self.networks)
+
+    def __str__(self) -> str:
+        return ",".join(str(n) for n in self.networks) if self.networks else "none"

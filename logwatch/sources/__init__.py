@@ -1,0 +1,1 @@
+"""Sources of log lines: a replayed file or stream, and (see ``tail``) a followed log."""

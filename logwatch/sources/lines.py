@@ -1,0 +1,121 @@
+"""Cut a byte stream into complete, length-capped lines.
+
+Pure: bytes in, bytes out. Every source (a replayed file, standard input, a followed log)
+feeds what it read through a ``LineSplitter``, so all of them treat bad input alike:
+
+- a partial last line waits for its newline (a writer may be half-way through it);
+- a line longer than ``cap`` keeps its first ``cap`` bytes and the rest, up to the next
+  newline, is dropped without being held in memory (a 10 MB line costs ``cap`` bytes);
+- CRLF endings and the NUL bytes that a copytruncate hole leaves at the start of a line
+  are removed by ``decode``; invalid UTF-8 becomes U+FFFD.
+
+Why cap and not reject: Dovecot's longest login line is well under 1 KiB, so a capped line
+can never be a login that fullmatch would accept (its end is gone) -- cutting is safe, and
+the line still counts, so line numbers stay true.
+"""
+
+from __future__ import annotations
+
+#: Bytes of a line that are examined. Dovecot truncates user names and fields long before
+#: this, so no real login line is ever cut.
+DEFAULT_CAP = 16384
+
+
+class LineSplitter:
+    """Turn chunks of bytes into complete lines.
+
+    Args:
+        cap: the most bytes kept of any one line.
+
+    Attributes:
+        consumed: bytes of input up to and including the newline of the last complete line
+            returned; a follower saves this as its resume offset.
+        cut: how many lines were longer than ``cap`` (and so were cut).
+    """
+
+    __slots__ = ("cap", "consumed", "cut", "_pending", "_discarding")
+
+    def __init__(self, cap: int = DEFAULT_CAP) -> None:
+        if cap < 1:
+            raise ValueError("cap must be positive")
+        self.cap = cap
+        self.consumed = 0
+        self.cut = 0
+        self._pending = b""
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Return the complete lines that ``data`` finishes, without their newlines."""
+        if not data:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._hold(data)
+            return []
+        head, tail = data[: end + 1], data[end + 1 :]
+        lines = head.split(b"\n")
+        lines.pop()  # empty: head ends with a newline
+        if self._discarding:
+            # The first "line" is the rest of an over-long line already cut and returned.
+            lines[0] = self._pending
+            self._discarding = False
+        elif self._pending:
+            lines[0] = self._pending + lines[0]
+        self._pending = b""
+        self.consumed += len(head)
+        if max(map(len, lines)) > self.cap:
+            lines = self._cap_all(lines)
+        self._hold(tail)
+        return lines
+
+    def finish(self) -> bytes | None:
+        """At the end of a stream that will not grow: return a last line that had no newline.
+
+        A file being followed never calls this: its partial line is still being written.
+        """
+        if self._discarding or self._pending:
+            line = self._pending
+            self._pending = b""
+            self._discarding = False
+            return line
+        return None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held of a line not yet complete (at most ``cap``)."""
+        return len(self._pending)
+
+    def _hold(self, data: bytes) -> None:
+        if self._discarding or not data:
+            return
+        self._pending += data
+        if len(self._pending) > self.cap:
+            # Keep what a match may examine; drop the rest of the line as it arrives.
+            self._pending = self._pending[: self.cap]
+            self._discarding = True
+            self.cut += 1
+
+    def _cap_all(self, lines: list[bytes]) -> list[bytes]:
+        cap = self.cap
+        out = []
+        for line in lines:
+            if len(line) > cap:
+                line = line[:cap]
+                self.cut += 1
+            out.append(line)
+        return out
+
+
+def decode(line: bytes) -> str:
+    """Return ``line`` as text: NULs of a truncation hole and a CR ending removed.
+
+    Why strip leading NULs: after ``copytruncate`` a writer that did not open the log with
+    O_APPEND goes on writing at its old offset, and the file reads as a run of NUL bytes
+    followed by real lines. Without this, the first login after every such rotation would
+    be lost.
+    """
+    if line[:1] == b"\0":
+        line = line.lstrip(b"\0")
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    return line.decode("utf-8", "replace")

@@ -1,0 +1,35 @@
+"""Replay a stream once, to its end: a file named by ``--file``, or standard input.
+
+Thin I/O over ``LineSplitter``: read big binary chunks, hand on batches of complete lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from logwatch.sources.lines import DEFAULT_CAP, LineSplitter
+
+CHUNK = 1 << 20
+
+
+def batches(stream: BinaryIO, cap: int = DEFAULT_CAP, splitter: LineSplitter | None = None) -> Iterator[list[bytes]]:
+    """Yield the lines of ``stream`` in batches, the last line even without a newline.
+
+    Args:
+        stream: a binary file object, read to its end.
+        cap: the most bytes kept of one line (see ``LineSplitter``).
+        splitter: pass one in to read ``cut`` afterwards.
+    """
+    splitter = splitter or LineSplitter(cap)
+    read = getattr(stream, "read1", stream.read)
+    while True:
+        data = read(CHUNK)
+        if not data:
+            break
+        lines = splitter.feed(data)
+        if lines:
+            yield lines
+    last = splitter.finish()
+    if last is not None:
+        yield [last]
