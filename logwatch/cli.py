@@ -1,0 +1,124 @@
+"""Parse the command line, pick a face, and turn every user error into one line and status 2.
+
+No logic lives here: each face is a module of its own (``faces/``) and each option's
+meaning belongs to the module that uses it.
+
+    relaywatch --test-pattern [LINE ... | - | --file PATH] [options]
+    relaywatch demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from logwatch import __version__, catalog
+from logwatch.addresses import NeverList
+from logwatch.faces import testpattern
+from logwatch.matcher import DEFAULT_SERVICES, Matcher
+from logwatch.patternset import PatternSetError
+
+PROG = "relaywatch"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the option, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {PROG} --help)\n")
+
+
+def _add_matching(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pattern sets and policy")
+    group.add_argument("--pattern-set", metavar="NAME", action="append", default=[],
+                       help="use only this set (repeatable); default: every set")
+    group.add_argument("--pattern-dir", metavar="DIR", action="append", default=[],
+                       help="also load the admin's own sets, DIR/*.toml (repeatable)")
+    group.add_argument("--service", metavar="NAME", action="append", default=[],
+                       help=f"login services that authorise (repeatable); default: {', '.join(DEFAULT_SERVICES)}")
+    group.add_argument("--never", metavar="NET[,NET...]", default=None,
+                       help="addresses never authorised; default: loopback, link-local, unspecified; 'none' for none")
+
+
+def _test_pattern_parser() -> _Parser:
+    parser = _Parser(
+        prog=f"{PROG} --test-pattern",
+        description="Run the pattern sets over sample log lines and say what each would do.",
+    )
+    parser.add_argument("--test-pattern", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("lines", nargs="*", metavar="LINE", help="sample lines; '-' reads standard input")
+    parser.add_argument("--file", metavar="PATH", help="read the lines of this file")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line (or one summary object)")
+    parser.add_argument("--summary", action="store_true", help="counts only")
+    parser.add_argument("--print-all", action="store_true",
+                        help=f"list every line that matched nothing (default: the first {testpattern.MISSED_SHOWN})")
+    _add_matching(parser)
+    return parser
+
+
+def _main_parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG,
+        description="POP/IMAP-before-SMTP beside any Dovecot version: follow Dovecot's log and "
+                    "publish the clients allowed to relay.",
+        epilog=f"Try pattern sets on log lines with: {PROG} --test-pattern --help",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("demo", help="run the pattern sets over the bundled sample log")
+    return parser
+
+
+def matcher_from(args: argparse.Namespace) -> tuple[Matcher, testpattern.Policy]:
+    """Build the matcher and the policy that the matching options describe.
+
+    Raises:
+        PatternSetError, ValueError: one-line messages naming the file or option.
+    """
+    sets = catalog.select(args.pattern_set, args.pattern_dir)
+    never = NeverList.default() if args.never is None else NeverList.parse(args.never)
+    matcher = Matcher(sets, services=args.service or DEFAULT_SERVICES)
+    return matcher, testpattern.Policy(never)
+
+
+def demo_log() -> str:
+    """The bundled sample log: several Dovecot versions, IPv4 and IPv6, hostile lines."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "sample.log")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``relaywatch`` with ``argv`` (default: the process's arguments); return the status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if "--test-pattern" in args_list or args_list[:1] == ["test-pattern"]:
+            if args_list[:1] == ["test-pattern"]:
+                args_list = args_list[1:]
+            args = _test_pattern_parser().parse_args(args_list)
+            return _test_pattern(args)
+        args = _main_parser().parse_args(args_list)
+        if args.command == "demo":
+            demo_args = _test_pattern_parser().parse_args(["--file", demo_log()])
+            return _test_pattern(demo_args)
+        _main_parser().print_help()
+        return 2
+    except BrokenPipeError:
+        # A reader such as `head` went away: not an error of ours. Stop writing quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _test_pattern(args: argparse.Namespace) -> int:
+    try:
+        matcher, policy = matcher_from(args)
+        return testpattern.run(matcher, policy, args.lines, args.file, as_json=args.json,
+                               summary_only=args.summary, print_all=args.print_all, out=sys.stdout)
+    except (PatternSetError, ValueError, testpattern.UsageError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
