@@ -33,9 +33,10 @@ def select(names: Sequence[str] = (), directories: Sequence[str | os.PathLike[st
                 more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
                 raise PatternSetError(failures[0] + more)
             own.append(pattern_set)
-    everything = own + patternset.builtin()
+    shipped = patternset.builtin()
+    everything = own + shipped
     seen: dict[str, str] = {}
-    for pattern_set in everything:
+    for pattern_set in shipped + own:  # so the message blames the admin's file, not ours
         if pattern_set.name in seen:
             raise PatternSetError(
                 f"{pattern_set.origin}: name: {pattern_set.name!r} is already the name of {seen[pattern_set.name]}"

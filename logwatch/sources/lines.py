@@ -33,7 +33,7 @@ class LineSplitter:
         cut: how many lines were longer than ``cap`` (and so were cut).
     """
 
-    __slots__ = ("cap", "consumed", "cut", "_pending", "_discarding")
+    __slots__ = ("cap", "consumed", "cut", "_pending", "_discarding", "_held")
 
     def __init__(self, cap: int = DEFAULT_CAP) -> None:
         if cap < 1:
@@ -43,6 +43,7 @@ class LineSplitter:
         self.cut = 0
         self._pending = b""
         self._discarding = False
+        self._held = 0  # bytes of the incomplete line received so far, cut or not
 
     def feed(self, data: bytes) -> list[bytes]:
         """Return the complete lines that ``data`` finishes, without their newlines."""
@@ -62,7 +63,8 @@ class LineSplitter:
         elif self._pending:
             lines[0] = self._pending + lines[0]
         self._pending = b""
-        self.consumed += len(head)
+        self.consumed += self._held + len(head)
+        self._held = 0
         if max(map(len, lines)) > self.cap:
             lines = self._cap_all(lines)
         self._hold(tail)
@@ -86,8 +88,11 @@ class LineSplitter:
         return len(self._pending)
 
     def _hold(self, data: bytes) -> None:
+        self._held += len(data)
         if self._discarding or not data:
             return
+        if not self._pending and data[:1] == b"\0":
+            data = data.lstrip(b"\0")  # a copytruncate hole: it must not fill the cap
         self._pending += data
         if len(self._pending) > self.cap:
             # Keep what a match may examine; drop the rest of the line as it arrives.
@@ -100,8 +105,10 @@ class LineSplitter:
         out = []
         for line in lines:
             if len(line) > cap:
-                line = line[:cap]
-                self.cut += 1
+                line = line.lstrip(b"\0")  # a hole before the line is not the line
+                if len(line) > cap:
+                    line = line[:cap]
+                    self.cut += 1
             out.append(line)
         return out
 

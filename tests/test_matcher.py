@@ -1,0 +1,144 @@
+"""The matcher: strict prefixes, hostile lines, dispatch, and the admin-set time limit."""
+
+from __future__ import annotations
+
+import regex
+import pytest
+
+from logwatch import patternset, prefix
+from logwatch.matcher import Matcher, Verdict, leading_word
+from tests.conftest import need_shared
+
+SETS = patternset.builtin()
+MATCHER = Matcher(SETS)
+TAIL = "imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=9, TLS"
+
+
+@pytest.mark.parametrize("line", [
+    f"Jun 10 12:00:00 mx dovecot: {TAIL}",
+    f"Jun  1 12:00:00 mx dovecot: {TAIL}",
+    f"Jun 01 12:00:00 mx dovecot: {TAIL}",
+    f"Jun 10 12:00:00 mx dovecot[812]: {TAIL}",
+    f"Jun 10 12:00:00 dovecot: {TAIL}",
+    f"Jun 10 12:00:00.123456 mx.example.org dovecot[1]: {TAIL}",
+    f"2024-06-10T12:00:00.123456+02:00 mx dovecot: {TAIL}",
+    f"2024-06-10T12:00:00+0200 mx dovecot[812]: {TAIL}",
+    f"2024-06-10T12:00:00Z mx dovecot: {TAIL}",
+    f"2024-06-10 12:00:00 {TAIL.replace(': Login', ': Info: Login')}",
+    f"Jun 10 12:00:00 {TAIL.replace(': Login', ': Info: Login')}",
+    f"dovecot: Jun 10 12:00:00 Info: {TAIL}",
+])
+def test_every_prefix_layout(line: str) -> None:
+    assert MATCHER.match(line)[:4] == ("login", "192.0.2.7", "bob", "imap-login")
+
+
+@pytest.mark.parametrize("line, why", [
+    (f"Jun 10 12:00:00 mx postfix/smtpd[1]: warning: x dovecot: {TAIL}", "another program's line"),
+    (f"Jun 10 12:00:00 mx dovecot-evil: {TAIL}", "another syslog tag"),
+    (f"Jun 10 12:00:00 mx sudo: dovecot: {TAIL}", "Dovecot's tag not in the tag's position"),
+    (f"xJun 10 12:00:00 mx dovecot: {TAIL}", "junk before the timestamp"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('imap-login', 'imap')}", "the imap process, not the login process"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('Login:', 'Error: Login:')}", "an error, not an Info line"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('rip=192.0.2.7', 'rip=192.0.2.7%eth0')}", "a zone index"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('rip=192.0.2.7', 'rip=1.2.3')}", "a truncated address"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('rip=192.0.2.7', 'rip=')}", "an empty address"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace(', mpid=9', ', rip=198.51.100.66, mpid=9')}", "a second rip= field"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('192.0.2.7', '192.0.2.17')}".split("2.17")[0] + "2.1",
+     "a line cut inside rip=: 192.0.2.17 must not become 192.0.2.1"),
+    (f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('Login:', 'Logged in:')}".split(", lip=")[0], "2.4 cut after rip="),
+    ("", "blank"),
+])
+def test_never_a_login(line: str, why: str) -> None:
+    assert MATCHER.match(line).result != "login", why
+
+
+def test_first_rip_of_a_hostile_account_is_never_taken() -> None:
+    user = "x>, method=PLAIN, rip=198.51.100.66, lip=192.0.2.1, mpid=1, TLS, session=<a>, y=<"
+    line = (f"Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<{user}>, method=PLAIN, "
+            f"rip=203.0.113.9, lip=192.0.2.1, mpid=2, TLS, session=<b>")
+    verdict = MATCHER.match(line)
+    assert (verdict.result, verdict.ip, verdict.user) == ("login", "203.0.113.9", user)
+
+
+def test_failed_login_with_80_attacker_characters_imitating_success() -> None:
+    forged = "x>, method=PLAIN, rip=198.51.100.66, lip=192.0.2.1, mpid=1, TLS, session=<a"[:80]
+    for head in ("Disconnected (auth failed, 1 attempts in 2 secs)",
+                 "Login aborted: Connection closed (auth failed, 1 attempts in 2 secs) (auth_failed)"):
+        line = f"Jun 10 12:00:00 mx dovecot: imap-login: {head}: user=<{forged}>, method=PLAIN, rip=203.0.113.9, lip=192.0.2.1"
+        assert MATCHER.match(line).result == "ignored"
+
+
+def test_services_are_policy() -> None:
+    line = f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('imap-login', 'submission-login')}"
+    assert MATCHER.match(line)[:2] == ("ignored", None)
+    assert MATCHER.match(line).why == "service submission-login is not enabled"
+    with_submission = Matcher(SETS, services=["submission-login"])
+    assert with_submission.match(line)[:2] == ("login", "192.0.2.7")
+    assert with_submission.match(f"Jun 10 12:00:00 mx dovecot: {TAIL}").result == "ignored"
+
+
+def test_verdict_fields() -> None:
+    verdict = MATCHER.match(f"2024-06-10T12:00:00+02:00 mx dovecot: {TAIL}")
+    assert verdict == Verdict("login", "192.0.2.7", "bob", "imap-login", "dovecot-2.0-2.3", "login",
+                              "2024-06-10T12:00:00+02:00")
+
+
+@pytest.mark.parametrize("source, word", [
+    ("Login: x", "Login"), ("Logged in: x", "Logged"), ("proxy\\(.*", "proxy"),
+    ("Disconnected[ :].*", "Disconnected"), ("Login aborted: .*", "Login"), ("Login", "Login"),
+    ("Logins?: x", None), ("Login.*", None), ("Login\\w*", None), ("(?i)login: x", None),
+    ("Login(?i): x", None), ("Login: a|Logout: b", None), ("Login[a-z]: x", None), (".*", None),
+    ("Login: (a|b)", "Login"), ("Login[^a]", None),
+])
+def test_leading_word_is_conservative(source: str, word: str | None) -> None:
+    assert leading_word(source) == word
+
+
+def _brute(line: str) -> Verdict:
+    """The same decision without dispatch: every pattern of every set, in order."""
+    for pattern_set in SETS:
+        for pattern in pattern_set.patterns:
+            one = Matcher([pattern_set.__class__(pattern_set.name, "x", ("x",), (pattern,), (), True)])
+            verdict = one.match(line)
+            if verdict.result != "nomatch" or regex.fullmatch(prefix.SOURCE.replace("(?P<word>", "(?:")
+                                                              .replace("(?P<ts1>", "(?:").replace("(?P<ts2>", "(?:")
+                                                              .replace("(?P<ts3>", "(?:")
+                                                              .replace("(?P<service", "(?P<s") + "(?:" + pattern.regex + ")",
+                                                              line) is not None:
+                return verdict
+    return Verdict("nomatch")
+
+
+def test_dispatch_equals_trying_every_pattern() -> None:
+    """Dispatch on the first word is only an optimisation: same verdicts as brute force."""
+    lines = [s.line for ps in SETS for s in ps.samples]
+    corpus = need_shared() / "corpus"
+    for name in ("dovecot-2.3-default.log", "dovecot-2.3-syslog-hp.log", "fail2ban-dovecot.log"):
+        lines += (corpus / name).read_bytes().decode("utf-8", "replace").split("\n")
+    for line in lines:
+        assert MATCHER.match(line) == _brute(line), line
+
+
+CATASTROPHIC = '''
+name = "slow"
+covers = ["a test of the time limit"]
+[pattern.login]
+result = "login"
+regex = 'Login: (?:x|xx)+y (?P<ip><ADDR>)'
+[[sample]]
+line = 'Jun 10 12:00:00 mx dovecot: imap-login: Login: xxy 192.0.2.9'
+result = "login"
+ip = "192.0.2.9"
+service = "imap-login"
+pattern = "login"
+'''
+
+
+def test_catastrophic_admin_pattern_is_cut_off_and_ours_still_match() -> None:
+    slow = patternset.parse(CATASTROPHIC, "slow.toml")
+    matcher = Matcher([slow] + SETS, timeout=0.05)
+    hostile = "Jun 10 12:00:00 mx dovecot: imap-login: Login: " + "x" * 40
+    assert matcher.match(hostile).result == "nomatch"
+    assert matcher.timeouts == 1
+    good = f"Jun 10 12:00:00 mx dovecot: {TAIL}"
+    assert matcher.match(good)[:3] == ("login", "192.0.2.7", "bob")
