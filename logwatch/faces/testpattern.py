@@ -116,7 +116,8 @@ class Summary:
         if t.cut:
             yield Text(f"{t.cut} line(s) longer than the cap were examined in part only", style="yellow")
         if t.hits:
-            table = Table(title="Hits per set and pattern", title_justify="left", box=None, pad_edge=False)
+            yield Text("Hits per set and pattern:", style="bold")
+            table = Table(box=None, pad_edge=False)
             table.add_column("set")
             table.add_column("pattern")
             table.add_column("hits", justify="right")
@@ -127,22 +128,35 @@ class Summary:
             shown = "" if self.print_all or t.nomatch <= len(t.missed) else f", first {len(t.missed)}; --print-all for all"
             yield Text(f"Lines that matched nothing ({t.nomatch}{shown}):", style="bold")
             for number, text in t.missed:
-                yield Text(f"{number:>7}  {text}", no_wrap=True, overflow="ellipsis")
+                yield Text(f"{number:>7}  {printable(text)}", no_wrap=True, overflow="ellipsis")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes.
+
+    Why: user names and whole lines come from clients; printed raw, an escape sequence in a
+    failed login's user name would reach the admin's terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def line_text(number: int, verdict: Verdict, refusal: str | None) -> str:
-    """One line of human output, as rich markup."""
+    """One line of human output, as rich markup: number, verdict, address, service, who
+    claimed it, what policy says (or why it is ignored), then the user name, which can be
+    long and is the client's own text."""
     from rich.markup import escape
 
     if verdict.result == "nomatch":
         return f"{number:>7}  [red]nomatch[/]"
     where = escape(f"{verdict.pattern_set}/{verdict.pattern}")
-    service = verdict.service or "-"
-    user = escape(verdict.user) if verdict.user else "-"
+    columns = f"{verdict.ip or '-':<15}  {verdict.service or '-':<16}  {where}"
+    user = f"  user=<{escape(printable(verdict.user))}>" if verdict.user else ""
     if verdict.result == "ignored":
-        return f"{number:>7}  [yellow]ignored[/]  {service}  {user}  {where}  [dim]{escape(verdict.why or '')}[/]"
-    policy = f"[green]authorise[/]" if refusal is None else f"[red]refuse[/]: {escape(refusal)}"
-    return f"{number:>7}  [green]login[/]    {verdict.ip}  {user}  {service}  {where}  {policy}"
+        return f"{number:>7}  [yellow]ignored[/]  {columns}  [dim]{escape(verdict.why or '')}[/]{user}"
+    policy = "[green]authorise[/]" if refusal is None else f"[red]refuse[/] ({escape(refusal)})"
+    return f"{number:>7}  [green]login[/]    {columns}  {policy}{user}"
 
 
 def json_record(number: int, verdict: Verdict, refusal: str | None, moment: datetime | None) -> str:

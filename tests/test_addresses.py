@@ -1,0 +1,59 @@
+"""Addresses: one normal form per client, and a never-list that cannot be talked around."""
+
+from __future__ import annotations
+
+import pytest
+
+from logwatch.addresses import NeverList, NormaliseCache, normalise
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("192.0.2.7", "192.0.2.7"),
+    ("::ffff:192.0.2.7", "192.0.2.7"),
+    ("::FFFF:198.51.100.1", "198.51.100.1"),
+    ("2001:db8::7", "2001:db8::7"),
+    ("2001:DB8::A7", "2001:db8::a7"),
+    ("2001:0db8:0000:0000:0000:0000:0000:0007", "2001:db8::7"),
+    ("::1", "::1"),
+    ("192.0.2.256", None),
+    ("192.0.2", None),
+    ("1.2.3.4.5", None),
+    ("fe80::1%eth0", None),
+    ("", None),
+    ("host.example.org", None),
+    ("2001:db8::7::8", None),
+    ("0192.0.2.7", None),  # leading zeros: octal or decimal? ipaddress refuses, so do we
+    ("1" * 100, None),
+])
+def test_normalise(text: str, expected: str | None) -> None:
+    assert normalise(text) == expected
+    assert NormaliseCache(size=2)(text) == expected
+
+
+def test_cache_is_bounded() -> None:
+    cache = NormaliseCache(size=3)
+    for i in range(10):
+        assert cache(f"192.0.2.{i}") == f"192.0.2.{i}"
+    assert len(cache._memo) <= 3
+
+
+def test_default_never_list() -> None:
+    never = NeverList.default()
+    for ip in ("127.0.0.1", "127.1.2.3", "::1", "169.254.1.1", "fe80::1", "0.0.0.0", "::"):
+        assert ip in never
+    for ip in ("192.0.2.7", "2001:db8::7", "198.51.100.1"):
+        assert ip not in never
+
+
+def test_never_list_parsing() -> None:
+    never = NeverList.parse("192.0.2.0/24, 2001:db8::/32,203.0.113.5")
+    assert "192.0.2.200" in never and "2001:db8:1::1" in never and "203.0.113.5" in never
+    assert "203.0.113.6" not in never
+    assert NeverList.parse("none").networks == ()
+    assert str(NeverList.parse("none")) == "none"
+
+
+@pytest.mark.parametrize("text", ["192.0.2.0/33", "nowhere", "192.0.2.0/24,,x"])
+def test_never_list_errors_name_the_option(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^--never: '.*' is not a network; expected CIDRs"):
+        NeverList.parse(text)
