@@ -10,10 +10,13 @@ How a line is read:
 2. The strict prefix (``prefix.SOURCE``) must match at the start of the line.
 3. The patterns of the sets are tried on the rest, anchored there and at the end of the
    line (``fullmatch``); the first pattern in set order that matches all of it claims the
-   line. Only patterns that can match are tried: a pattern that begins with a literal word
-   (``Login:``, ``Disconnected (``) can only match a message whose first word is that
-   word, so the patterns are compiled into one alternation per first word (plus the
-   patterns that begin otherwise, which join every alternation, in their place).
+   line. Only patterns that can match are tried (``literal``): a pattern that begins with
+   a word (``Login:``, ``Disconnected (``) can only match a message whose first word is
+   that word, so the patterns are compiled into one alternation per first word (plus the
+   patterns that begin otherwise, which join every alternation, in their place). Within
+   it, the first pattern whose fixed text fits decides: if it is fixed text then ``.*``
+   (a failure line), it claims the line without running the regex engine; if none fits,
+   nothing can match.
 4. A ``login`` claim is then checked: the service must be enabled (``imap-login`` and
    ``pop3-login`` by default) and the ``ip`` field must be an address ``ipaddress``
    accepts; it is normalised (``addresses.normalise``).
@@ -33,7 +36,7 @@ from typing import NamedTuple
 
 import regex
 
-from logwatch import prefix
+from logwatch import literal, prefix
 from logwatch.addresses import NormaliseCache
 from logwatch.patternset import PatternSet
 
@@ -83,52 +86,6 @@ class _Branch:
 _PREFIX = re.compile(prefix.SOURCE)
 _PREFIX_FIELDS = tuple(_PREFIX.groupindex[name] for name in prefix.TS_GROUPS + prefix.SERVICE_GROUPS)
 _WORD = _PREFIX.groupindex["word"]
-_INLINE_FLAGS = re.compile(r"\(\?[a-zA-Z]*[aiLmsuxfbeprwV0-9][a-zA-Z0-9]*[:)]")
-
-
-def leading_word(source: str) -> str | None:
-    """Return the word every match of ``source`` must begin with, or None if not certain.
-
-    Certain means: ``source`` starts with letters, the last of them not made optional or
-    repeated by a quantifier, followed by the end or by a literal that is not a letter, and
-    the pattern has no top-level ``|`` and no inline flags (``(?i)`` would change case).
-    """
-    word = re.match(r"[A-Za-z]+", source)
-    if word is None or _INLINE_FLAGS.search(source) or _has_top_level_bar(source):
-        return None
-    rest = source[word.end():]
-    if rest[:1] == "[":  # a class of non-letters, such as [ :]
-        end = rest.find("]", 1)
-        members = rest[1:end]
-        return word.group() if end > 1 and re.fullmatch(r"[ :,;<>=/'\"#%&!@-]+", members) else None
-    if rest == "" or rest[0] in " :,;<>=/-'\"#%&!@" or rest[:2] in ("\\(", "\\)", "\\[", "\\]", "\\+", "\\.", "\\ "):
-        return word.group()
-    return None
-
-
-def _has_top_level_bar(source: str) -> bool:
-    depth, i, in_class = 0, 0, False
-    while i < len(source):
-        c = source[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            if source[i + 1:i + 2] == "]":
-                i += 1
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            return True
-        i += 1
-    return False
-
-
 class _Alternation:
     """Some patterns compiled as one ``regex`` alternation, and how to read a match.
 
@@ -136,12 +93,15 @@ class _Alternation:
     microsecond to look a name up, more than the rest of the match costs.
     """
 
-    __slots__ = ("fullmatch", "branches", "user", "ip")
+    __slots__ = ("fullmatch", "branches", "user", "ip", "heads")
 
     def __init__(self, entries: Sequence[tuple[str, _Branch]]) -> None:
         alternatives = []
         markers = []
+        heads = []
         for n, (source, branch) in enumerate(entries):
+            fixed = literal.head(source)
+            heads.append((fixed.text, fixed.then_anything, branch))
             # An empty group that takes part in the match only if its branch did. (The
             # ``regex`` module's ``lastgroup`` is not the last group closed, as in ``re``,
             # so the markers are looked at in order instead.)
@@ -153,6 +113,8 @@ class _Alternation:
         self.user = index.get("user", 0)
         self.ip = index.get("ip", 0)
         self.fullmatch = compiled.fullmatch
+        #: (fixed text, fixed text then anything, branch), in claim order.
+        self.heads = tuple(heads)
 
 
 class _Table:
@@ -166,7 +128,7 @@ class _Table:
             for pattern in pattern_set.patterns:
                 why = pattern.why or f"{pattern.name} is not a login"
                 branch = _Branch(pattern_set.name, pattern.name, pattern.result, why)
-                entries.append((leading_word(pattern.regex), pattern.regex, branch))
+                entries.append((literal.head(pattern.regex).word, pattern.regex, branch))
         words = {word for word, _, _ in entries if word is not None}
         self.by_word = {
             word: _Alternation([(src, br) for w, src, br in entries if w in (word, None)])
@@ -213,10 +175,18 @@ class Matcher:
         if p is None:
             return NOMATCH
         word, pos = p.group(_WORD), p.end()
+        m = None
         for table in self._tables:
             alternation = table.by_word.get(word, table.other)
             if alternation is None:
                 continue
+            for text, then_anything, branch in alternation.heads:
+                if line.startswith(text, pos):
+                    break
+            else:
+                continue  # no pattern of this table can match
+            if then_anything and "\n" not in line:
+                break  # fixed text then anything: it matches, and it has no groups
             if table.timeout is None:
                 m = alternation.fullmatch(line, pos)
             else:
@@ -226,27 +196,29 @@ class Matcher:
                     self.timeouts += 1
                     continue
             if m is not None:
+                branches = alternation.branches
+                if len(branches) == 1:
+                    branch = branches[0][1]
+                else:
+                    start = m.start
+                    for index, branch in branches:
+                        if start(index) >= 0:
+                            break
                 break
         else:
             return NOMATCH
-        branches = alternation.branches
-        if len(branches) == 1:
-            branch = branches[0][1]
-        else:
-            start = m.start
-            for index, branch in branches:
-                if start(index) >= 0:
-                    break
         ts1, ts2, ts3, s1, s2, s3, s4 = p.group(*_PREFIX_FIELDS)
         stamp = ts1 or ts2 or ts3
         service = s1 or s2 or s3 or s4
-        user = m.group(alternation.user) if alternation.user else None
+        user = m.group(alternation.user) if m is not None and alternation.user else None
         if branch.result != "login":
             return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
                            stamp, branch.why)
         if service not in self.services:
             return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
                            stamp, f"service {service} is not enabled")
+        if m is None:  # a login pattern always has groups; the engine has run
+            return NOMATCH
         ip = self._normalise(m.group(alternation.ip))
         if ip is None:
             return NOMATCH

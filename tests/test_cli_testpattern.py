@@ -58,7 +58,7 @@ def test_json_one_object_per_line_in_order() -> None:
                       "pattern_set": "dovecot-2.0-2.3", "pattern": "login", "time": got[0]["time"], "authorise": True}
     assert str(got[0]["time"]).endswith("-06-10T12:00:00+00:00")
     assert got[1] == dict(zip(KEYS, [2, "nomatch", None, None, None, None, None, None]))
-    assert got[2]["result"] == "ignored" and got[2]["pattern"] == "disconnected" and got[2]["ip"] is None
+    assert got[2]["result"] == "ignored" and got[2]["pattern"] == "disconnected-reason" and got[2]["ip"] is None
     assert got[3]["result"] == "nomatch"
     assert got[4]["ip"] == "2001:db8::7" and got[4]["time"] == "2024-06-10T12:00:00+02:00"
     assert (got[5]["result"], got[5]["authorise"], got[5]["why"]) == ("login", False, "127.0.0.3 is in --never")
@@ -68,7 +68,7 @@ def test_summary_json() -> None:
     done = relaywatch("--test-pattern", "--summary", "--json", LOGIN, FAILED, "junk", "")
     summary = json.loads(done.stdout)
     assert {k: summary[k] for k in ("lines", "login", "ignored", "nomatch")} == {"lines": 4, "login": 1, "ignored": 1, "nomatch": 2}
-    assert summary["hits"] == {"dovecot-2.0-2.3/disconnected": 1, "dovecot-2.0-2.3/login": 1}
+    assert summary["hits"] == {"dovecot-2.0-2.3/disconnected-reason": 1, "dovecot-2.0-2.3/login": 1}
 
 
 def test_stdin_and_never_none() -> None:

@@ -6,7 +6,7 @@ import regex
 import pytest
 
 from logwatch import patternset, prefix
-from logwatch.matcher import Matcher, Verdict, leading_word
+from logwatch.matcher import Matcher, Verdict
 from tests.conftest import need_shared
 
 SETS = patternset.builtin()
@@ -81,17 +81,6 @@ def test_verdict_fields() -> None:
     verdict = MATCHER.match(f"2024-06-10T12:00:00+02:00 mx dovecot: {TAIL}")
     assert verdict == Verdict("login", "192.0.2.7", "bob", "imap-login", "dovecot-2.0-2.3", "login",
                               "2024-06-10T12:00:00+02:00")
-
-
-@pytest.mark.parametrize("source, word", [
-    ("Login: x", "Login"), ("Logged in: x", "Logged"), ("proxy\\(.*", "proxy"),
-    ("Disconnected[ :].*", "Disconnected"), ("Login aborted: .*", "Login"), ("Login", "Login"),
-    ("Logins?: x", None), ("Login.*", None), ("Login\\w*", None), ("(?i)login: x", None),
-    ("Login(?i): x", None), ("Login: a|Logout: b", None), ("Login[a-z]: x", None), (".*", None),
-    ("Login: (a|b)", "Login"), ("Login[^a]", None),
-])
-def test_leading_word_is_conservative(source: str, word: str | None) -> None:
-    assert leading_word(source) == word
 
 
 def _brute(line: str) -> Verdict:

@@ -70,6 +70,56 @@ class LineSplitter:
         self._hold(tail)
         return lines
 
+    def feed_matching(self, data: bytes, needle: bytes) -> tuple[int, list[bytes]]:
+        """Like ``feed``, but return how many lines ``data`` completes and only those of them
+        that contain ``needle``.
+
+        A line counts as containing ``needle`` if the part of it that is kept (see ``cap``)
+        does. Why: on a busy mail server four lines in five are not from a Dovecot login process.
+        Finding the needle in the whole chunk and cutting out just the lines around it
+        spares making an object for every other line, which is most of what a bare
+        ``for line in f`` loop costs. ``cut`` then counts the cut lines that contain the
+        needle, and lines cut across chunks; a long line without it is never looked at.
+        """
+        if not data:
+            return 0, []
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._hold(data)
+            return 0, []
+        first_end = data.find(b"\n")
+        first = data[:first_end]
+        if self._discarding:
+            first = self._pending  # the rest of this line was dropped as it came
+            self._discarding = False
+        elif self._pending:
+            first = self._pending + first
+        self._pending = b""
+        count = data.count(b"\n", 0, end + 1)
+        self.consumed += self._held + end + 1
+        self._held = 0
+        cap = self.cap
+        found = []
+        if len(first) > cap:
+            first = self._cap_one(first)
+        if first.find(needle) >= 0:
+            found.append(first)
+        find, rfind = data.find, data.rfind
+        pos = find(needle, first_end + 1, end)
+        while pos >= 0:
+            start = rfind(b"\n", 0, pos) + 1
+            stop = find(b"\n", pos)
+            line = data[start:stop]
+            if stop - start > cap:
+                line = self._cap_one(line)  # only the kept part can ever match
+                if line.find(needle) < 0:
+                    line = b""
+            if line:
+                found.append(line)
+            pos = find(needle, stop + 1, end)
+        self._hold(data[end + 1:])
+        return count, found
+
     def finish(self) -> bytes | None:
         """At the end of a stream that will not grow: return a last line that had no newline.
 
@@ -102,15 +152,14 @@ class LineSplitter:
 
     def _cap_all(self, lines: list[bytes]) -> list[bytes]:
         cap = self.cap
-        out = []
-        for line in lines:
-            if len(line) > cap:
-                line = line.lstrip(b"\0")  # a hole before the line is not the line
-                if len(line) > cap:
-                    line = line[:cap]
-                    self.cut += 1
-            out.append(line)
-        return out
+        return [line if len(line) <= cap else self._cap_one(line) for line in lines]
+
+    def _cap_one(self, line: bytes) -> bytes:
+        line = line.lstrip(b"\0")  # a hole before the line is not the line
+        if len(line) > self.cap:
+            line = line[: self.cap]
+            self.cut += 1
+        return line
 
 
 def decode(line: bytes) -> str:

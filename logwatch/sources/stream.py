@@ -33,3 +33,18 @@ def batches(stream: BinaryIO, cap: int = DEFAULT_CAP, splitter: LineSplitter | N
     last = splitter.finish()
     if last is not None:
         yield [last]
+
+
+def matching(stream: BinaryIO, needle: bytes, splitter: LineSplitter) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield, per chunk of ``stream``, how many lines it completed and those containing
+    ``needle`` (see ``LineSplitter.feed_matching``); the last line even without a newline.
+    """
+    read = getattr(stream, "read1", stream.read)
+    while True:
+        data = read(CHUNK)
+        if not data:
+            break
+        yield splitter.feed_matching(data, needle)
+    last = splitter.finish()
+    if last is not None:
+        yield 1, [last] if last.find(needle) >= 0 else []
