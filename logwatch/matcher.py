@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import regex
 
@@ -85,7 +85,9 @@ class _Branch:
 
 _PREFIX = re.compile(prefix.SOURCE)
 _PREFIX_FIELDS = tuple(_PREFIX.groupindex[name] for name in prefix.TS_GROUPS + prefix.SERVICE_GROUPS)
+_SERVICE_FIELDS = tuple(_PREFIX.groupindex[name] for name in prefix.SERVICE_GROUPS)
 _WORD = _PREFIX.groupindex["word"]
+_UNCLAIMED = ("nomatch", None, None)
 class _Alternation:
     """Some patterns compiled as one ``regex`` alternation, and how to read a match.
 
@@ -115,6 +117,7 @@ class _Alternation:
         self.fullmatch = compiled.fullmatch
         #: (fixed text, fixed text then anything, branch), in claim order.
         self.heads = tuple(heads)
+
 
 
 class _Table:
@@ -169,13 +172,50 @@ class Matcher:
 
     def match(self, line: str) -> Verdict:
         """Return the verdict for one line (without its newline)."""
-        if "-login" not in line:
+        claim = self._claim(line)
+        if claim is None:
             return NOMATCH
+        p, m, alternation, branch = claim
+        ts1, ts2, ts3, s1, s2, s3, s4 = p.group(*_PREFIX_FIELDS)
+        stamp = ts1 or ts2 or ts3
+        service = s1 or s2 or s3 or s4
+        user = m.group(alternation.user) if m is not None and alternation.user else None
+        if branch.result != "login":
+            return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
+                           stamp, branch.why)
+        if service not in self.services:
+            return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
+                           stamp, f"service {service} is not enabled")
+        ip = self._normalise(m.group(alternation.ip)) if m is not None else None
+        if ip is None:
+            return NOMATCH
+        return Verdict("login", ip, user or "", service, branch.pattern_set, branch.pattern, stamp)
+
+    def classify(self, line: str) -> tuple[str, str | None, str | None]:
+        """Return ``(result, pattern_set, pattern)`` for one line: ``match`` without the
+        fields, for counting (the ``--summary`` loop). Same decisions, by construction: both
+        go through ``_claim`` and the same service and address checks."""
+        claim = self._claim(line)
+        if claim is None:
+            return _UNCLAIMED
+        p, m, alternation, branch = claim
+        if branch.result == "login":
+            s1, s2, s3, s4 = p.group(*_SERVICE_FIELDS)
+            if (s1 or s2 or s3 or s4) not in self.services:
+                return "ignored", branch.pattern_set, branch.pattern
+            if m is None or self._normalise(m.group(alternation.ip)) is None:
+                return _UNCLAIMED
+        return branch.result, branch.pattern_set, branch.pattern
+
+    def _claim(self, line: str) -> tuple[re.Match[str], Any, _Alternation, _Branch] | None:
+        """Find the pattern that claims ``line``: the prefix match, the pattern's match (None
+        when fixed text decided), its alternation and its branch; None if nothing does."""
+        if "-login" not in line:
+            return None
         p = _PREFIX.match(line)
         if p is None:
-            return NOMATCH
+            return None
         word, pos = p.group(_WORD), p.end()
-        m = None
         for table in self._tables:
             alternation = table.by_word.get(word, table.other)
             if alternation is None:
@@ -186,7 +226,7 @@ class Matcher:
             else:
                 continue  # no pattern of this table can match
             if then_anything and "\n" not in line:
-                break  # fixed text then anything: it matches, and it has no groups
+                return p, None, alternation, branch  # fixed text then anything: it matches
             if table.timeout is None:
                 m = alternation.fullmatch(line, pos)
             else:
@@ -198,28 +238,9 @@ class Matcher:
             if m is not None:
                 branches = alternation.branches
                 if len(branches) == 1:
-                    branch = branches[0][1]
-                else:
-                    start = m.start
-                    for index, branch in branches:
-                        if start(index) >= 0:
-                            break
-                break
-        else:
-            return NOMATCH
-        ts1, ts2, ts3, s1, s2, s3, s4 = p.group(*_PREFIX_FIELDS)
-        stamp = ts1 or ts2 or ts3
-        service = s1 or s2 or s3 or s4
-        user = m.group(alternation.user) if m is not None and alternation.user else None
-        if branch.result != "login":
-            return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
-                           stamp, branch.why)
-        if service not in self.services:
-            return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
-                           stamp, f"service {service} is not enabled")
-        if m is None:  # a login pattern always has groups; the engine has run
-            return NOMATCH
-        ip = self._normalise(m.group(alternation.ip))
-        if ip is None:
-            return NOMATCH
-        return Verdict("login", ip, user or "", service, branch.pattern_set, branch.pattern, stamp)
+                    return p, m, alternation, branches[0][1]
+                start = m.start
+                for index, branch in branches:
+                    if start(index) >= 0:
+                        return p, m, alternation, branch
+        return None

@@ -40,7 +40,9 @@ CLASSIC = _MONTH + r" (?: [1-9]|[0-3]\d) [0-2]\d:[0-5]\d:[0-6]\d" + _FRACTION
 ISO = r"\d{4}-[01]\d-[0-3]\d[T ][0-2]\d:[0-5]\d:[0-6]\d" + _FRACTION + r"(?:Z|[+-][0-2]\d:?[0-5]\d)?"
 
 TIMESTAMP = f"(?:{CLASSIC}|{ISO})"
-HOST = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?"
+#: Possessive (``*+``): a host name never gives characters back, so an own-file line such as
+#: ``pop3-login: Info: ...`` is not re-read as a host one character shorter at a time.
+HOST = r"[A-Za-z0-9_][A-Za-z0-9_.-]*+"
 PID = r"\[\d{1,10}\]"
 SERVICE = r"[a-z][a-z0-9]*-login"
 

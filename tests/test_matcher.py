@@ -131,3 +131,19 @@ def test_catastrophic_admin_pattern_is_cut_off_and_ours_still_match() -> None:
     assert matcher.timeouts == 1
     good = f"Jun 10 12:00:00 mx dovecot: {TAIL}"
     assert matcher.match(good)[:3] == ("login", "192.0.2.7", "bob")
+
+
+def test_classify_agrees_with_match() -> None:
+    """The counting path decides exactly as the full verdict does."""
+    lines = [s.line for ps in SETS for s in ps.samples]
+    corpus = need_shared() / "corpus"
+    for name in ("dovecot-2.3-default.log", "dovecot-2.3-syslog-hp.log", "fail2ban-dovecot.log"):
+        lines += (corpus / name).read_bytes().decode("utf-8", "replace").split("\n")
+    lines += ["Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<b\u00e9b>, "
+              "method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=1",
+              f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('imap-login', 'submission-login')}",
+              f"Jun 10 12:00:00 mx dovecot: {TAIL.replace('192.0.2.7', '192.0.2.300')}"]
+    for matcher in (MATCHER, Matcher(SETS, services=["submission-login"])):
+        for line in lines:
+            verdict = matcher.match(line)
+            assert matcher.classify(line) == (verdict.result, verdict.pattern_set, verdict.pattern), line

@@ -260,20 +260,18 @@ def _count(matcher: Matcher, stream: IO[bytes], splitter: LineSplitter, tally: T
     Why a loop of its own: it is the cost model of catching up on a day's log. Per-line
     work on lines that cannot match is what makes log tools slow.
     """
-    match = matcher.match
-    lines = login = ignored = 0
-    hits: Counter[tuple[str | None, str | None]] = Counter()
+    classify = matcher.classify
+    lines = 0
+    hits: Counter[tuple[str, str | None, str | None]] = Counter()
     for count, found in _guarded(matching(stream, NEEDLE, splitter), getattr(stream, "name", None)):
         lines += count
-        for raw in found:
-            verdict = match(decode(raw))
-            result = verdict.result
-            if result == "login":
-                login += 1
-            elif result == "ignored":
-                ignored += 1
-            else:
-                continue
-            hits[verdict.pattern_set, verdict.pattern] += 1
-    tally.lines, tally.login, tally.ignored = lines, login, ignored
-    tally.hits.update({(s or "", p or ""): n for (s, p), n in hits.items()})
+        hits.update(map(classify, map(decode, found)))
+    tally.lines = lines
+    for (result, set_name, pattern), n in hits.items():
+        if result == "login":
+            tally.login += n
+        elif result == "ignored":
+            tally.ignored += n
+        else:
+            continue
+        tally.hits[set_name or "", pattern or ""] += n
