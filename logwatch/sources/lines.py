@@ -175,3 +175,19 @@ def decode(line: bytes) -> str:
     if line[-1:] == b"\r":
         line = line[:-1]
     return line.decode("utf-8", "replace")
+
+
+def decode_batch(raw: list[bytes]) -> tuple[str, ...]:
+    """Return ``tuple(map(decode, raw))``, decoding the whole batch in one call when it can.
+
+    Why: one ``decode`` call per line costs more than all the reading; catch-up of a 1 GB
+    log spends most of its time there. A batch with no CR and no NUL at all needs none of
+    ``decode``'s clean-up, and a newline can never be part of an invalid UTF-8 sequence,
+    so decoding the joined batch and splitting it again gives exactly the same lines.
+    """
+    if not raw:
+        return ()
+    joined = b"\n".join(raw)
+    if b"\r" in joined or b"\0" in joined:
+        return tuple(map(decode, raw))
+    return tuple(joined.decode("utf-8", "replace").split("\n"))

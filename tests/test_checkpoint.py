@@ -1,0 +1,105 @@
+"""Tests for checkpoint: a round trip, atomic replacement, and every kind of corrupt file."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import signal
+from pathlib import Path
+
+import pytest
+
+from logwatch import checkpoint
+from logwatch.checkpoint import FilePosition, LogCheckpoint
+
+LOG = "/var/log/mail.log"
+CP = LogCheckpoint(
+    LOG,
+    (FilePosition(2049, 131074, 52_000_123, "0f" * 16), FilePosition(2049, 131075, 800, "a1" * 16)),
+)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    checkpoint.save(tmp_path, CP)
+    assert checkpoint.load(tmp_path, LOG) == CP
+    assert os.listdir(tmp_path) == [checkpoint.checkpoint_file(tmp_path, LOG).name]  # no temp left
+
+
+def test_first_start_has_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert checkpoint.load(tmp_path, LOG) is None
+    assert caplog.records == []  # a first start is normal: nothing to say
+
+
+def test_save_replaces_and_is_private(tmp_path: Path) -> None:
+    checkpoint.save(tmp_path, CP)
+    newer = LogCheckpoint(LOG, (FilePosition(2049, 131075, 900, "a1" * 16),))
+    checkpoint.save(tmp_path, newer)
+    assert checkpoint.load(tmp_path, LOG) == newer
+    assert checkpoint.checkpoint_file(tmp_path, LOG).stat().st_mode & 0o077 == 0
+
+
+def test_two_logs_with_one_base_name_do_not_collide(tmp_path: Path) -> None:
+    a = LogCheckpoint("/var/log/a/mail.log", (FilePosition(1, 2, 3, ""),))
+    b = LogCheckpoint("/var/log/b/mail.log", (FilePosition(1, 5, 6, ""),))
+    checkpoint.save(tmp_path, a)
+    checkpoint.save(tmp_path, b)
+    assert checkpoint.load(tmp_path, a.path) == a
+    assert checkpoint.load(tmp_path, b.path) == b
+    assert checkpoint.checkpoint_file(tmp_path, a.path).name.startswith("tail-mail.log-")
+
+
+def test_failed_save_keeps_the_old_checkpoint(tmp_path: Path) -> None:
+    """A write that fails half-way (a full disk) must leave the old checkpoint whole.
+
+    Why RLIMIT_FSIZE: it makes the kernel refuse the write with EFBIG, as a full disk
+    refuses it with ENOSPC, and it binds root too (CI runs as root).
+    """
+    checkpoint.save(tmp_path, CP)
+    target = checkpoint.checkpoint_file(tmp_path, LOG)
+    before = target.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16, hard))
+    try:
+        with pytest.raises(OSError) as err:
+            checkpoint.save(tmp_path, LogCheckpoint(LOG, (FilePosition(1, 1, 1, "ab" * 16),)))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert err.value.errno == errno.EFBIG
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == [target.name]  # the temporary file was removed
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "Expecting value"),
+        (b"\x00\x00\x00\x00", "Expecting value"),  # a torn write on a file system without rename atomicity
+        (b'{"version": 1, "path": ', "Expecting value"),
+        (b"[]", "version 1"),
+        (b'{"version": 2, "path": "/var/log/mail.log", "files": []}', "version 1"),
+        (b'{"version": 1, "path": "/var/log/other.log", "files": [{"device": 1, "inode": 2, "offset": 3, "fingerprint": ""}]}', "expected '/var/log/mail.log'"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": []}', "no files"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": -3, "fingerprint": ""}]}', "non-negative"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": "3", "fingerprint": ""}]}', "non-negative"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": 3}]}', "fingerprint"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": 3, "fingerprint": 7}]}', "fingerprint must be"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": 5}', "not iterable"),
+    ],
+)
+def test_corrupt_checkpoint_is_said_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, why: str) -> None:
+    target = checkpoint.checkpoint_file(tmp_path, LOG)
+    target.write_bytes(content)
+    with caplog.at_level(logging.WARNING, "relaywatch.checkpoint"):
+        assert checkpoint.load(tmp_path, LOG, now=1710025200.0) is None
+    [record] = caplog.records
+    msg = record.getMessage()
+    assert "\n" not in msg and why in msg and "starting /var/log/mail.log at its end" in msg
+    assert str(target) in msg
+    aside = target.with_name(target.name + ".corrupt-20240309T230000Z")
+    assert f"moved to {aside.name}" in msg
+    assert aside.read_bytes() == content  # kept as evidence, out of the way of the next save
+    assert not target.exists()
