@@ -28,3 +28,54 @@ class LoginEvent:
     when: float
     pattern_set: str = ""
     pattern: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One client allowed to relay, as the ledger holds it and the sinks publish it.
+
+    Attributes:
+        ip: the client address, normalised: the key every sink stores.
+        user: the user of the latest login (display only).
+        service: the service of the latest login.
+        first: time of the first login in this run of grants, seconds since the epoch.
+        last: time of the latest login; a relay-ctrl file carries it as its mtime.
+        count: logins seen since ``first``.
+        until: ``last`` plus ``--expire``: the grant is live while ``now < until``.
+    """
+
+    ip: str
+    user: str
+    service: str
+    first: float
+    last: float
+    count: int
+    until: float
+
+
+#: ``Change.kind`` values. A sink puts on ``PUT`` and drops on ``DROP``; nothing else exists.
+PUT = "put"
+DROP = "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One thing the sinks must do: publish (or renew) a grant, or withdraw it.
+
+    Attributes:
+        kind: ``PUT`` or ``DROP``.
+        grant: for ``PUT`` the grant as it now stands; for ``DROP`` the grant withdrawn.
+        reason: why: ``login`` (new), ``renew``, ``expired``, ``cap`` or ``restored``.
+        warning: one line the caller should log, or ``""`` (set when the cap withdrew a grant
+            early, because that is policy being overridden, not applied).
+    """
+
+    kind: str
+    grant: Grant
+    reason: str
+    warning: str = ""
+
+    @property
+    def ip(self) -> str:
+        """The address the change is about."""
+        return self.grant.ip

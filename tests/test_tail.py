@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from logwatch import checkpoint
-from logwatch.checkpoint import LogCheckpoint
 from logwatch.sources import Batch, LineSource
 from logwatch.sources.stream import StdinSource
 from logwatch.sources.tail import Tail, open_source
