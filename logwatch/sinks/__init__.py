@@ -1,0 +1,128 @@
+"""Sinks: publish the ledger where an MTA looks, behind one small interface and a registry.
+
+A sink is anything with ``spec``, ``put``, ``drop``, ``commit`` and ``close`` (``Sink``, a
+Protocol: there is no base class to extend). The daemon applies each ledger ``Change`` to
+every sink and calls ``commit`` once per batch. ``open_sink("type:name")`` finds the backend
+in ``_REGISTRY``, one line per backend, as Postfix's ``dict_open`` does: adding a backend
+means adding a module and a line.
+
+Errors are values with a kind, like Postfix's ``DICT_ERR_RETRY`` versus ``DICT_ERR_CONFIG``:
+a ``SinkError`` carries the spec and whether retrying can help. The daemon keeps its ledger
+and retries a retryable error; a command line stops with the error's one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from logwatch.model import DROP, PUT, Change, Grant
+
+__all__ = ["Sink", "SinkError", "SinkOptions", "open_sink", "apply", "backends"]
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where grants are published.
+
+    Attributes:
+        spec: ``type:name`` as the admin wrote it; every error names it.
+    """
+
+    spec: str
+
+    def put(self, grant: Grant) -> None:
+        """Publish or renew ``grant`` (may take effect only at ``commit``)."""
+
+    def drop(self, ip: str) -> None:
+        """Withdraw the grant for ``ip`` (may take effect only at ``commit``)."""
+
+    def commit(self) -> None:
+        """End of a batch: make everything put and dropped so far visible to the MTA."""
+
+    def close(self) -> None:
+        """Finish pending work and release resources; the published set stays as it is."""
+
+
+class SinkError(Exception):
+    """A sink could not do what was asked.
+
+    Attributes:
+        spec: the sink's ``type:name``.
+        retryable: True if the same call may succeed later (disk full, MTA busy); False
+            for configuration errors that only the admin can fix.
+    """
+
+    def __init__(self, spec: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"{spec}: {message}")
+        self.spec = spec
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class SinkOptions:
+    """Settings some backends read; each ignores the rest.
+
+    Attributes:
+        postfix_value: the access(5) action written for each client (``--postfix-value``).
+        postfix_config: Postfix configuration directory, passed as ``-c DIR`` to postmap,
+            postconf and postfix (``--postfix-config``); None for the default instance.
+        relay_ctrl_mapped: also write ``::ffff:a.b.c.d`` files (``--relay-ctrl-mapped``).
+    """
+
+    postfix_value: str = "OK"
+    postfix_config: str | None = None
+    relay_ctrl_mapped: bool = False
+
+
+# type -> "module:function"; the function is called as function(type, name, options).
+# Imported on use, so a relay-ctrl-only setup never loads the Postfix code, and backends
+# can import this package without a cycle.
+_REGISTRY: dict[str, str] = {
+    "relayctrl": "logwatch.sinks.relayctrl:open_relayctrl",
+    "hash": "logwatch.sinks.postfixmap:open_postfix_map",
+    "btree": "logwatch.sinks.postfixmap:open_postfix_map",
+    "lmdb": "logwatch.sinks.postfixmap:open_postfix_map",
+    "cdb": "logwatch.sinks.postfixmap:open_postfix_map",
+    "texthash": "logwatch.sinks.postfixmap:open_postfix_map",
+    "memory": "logwatch.sinks.memory:open_memory",
+}
+
+
+def backends() -> tuple[str, ...]:
+    """The sink types ``open_sink`` knows, for help text and errors."""
+    return tuple(_REGISTRY)
+
+
+def open_sink(spec: str, options: SinkOptions | None = None) -> Sink:
+    """Open the sink named by ``spec`` (``type:name``).
+
+    Raises:
+        SinkError: not retryable: unknown type, missing name, or the backend's own checks
+            (a Postfix map type this Postfix lacks, a directory that does not exist, ...).
+    """
+    kind, colon, name = spec.partition(":")
+    if not colon or not name:
+        raise SinkError(spec, f"expected TYPE:NAME, one of {', '.join(backends())}",
+                        retryable=False)
+    target = _REGISTRY.get(kind)
+    if target is None:
+        raise SinkError(spec, f"unknown type {kind!r}; expected one of {', '.join(backends())}",
+                        retryable=False)
+    module_name, _, function = target.partition(":")
+    opener = getattr(importlib.import_module(module_name), function)
+    sink: Sink = opener(kind, name, options or SinkOptions())
+    return sink
+
+
+def apply(sink: Sink, changes: Iterable[Change]) -> None:
+    """Apply ledger changes to ``sink`` in order (without committing)."""
+    for change in changes:
+        if change.kind == PUT:
+            sink.put(change.grant)
+        elif change.kind == DROP:
+            sink.drop(change.grant.ip)
+        else:
+            raise ValueError(f"unknown change kind {change.kind!r}")

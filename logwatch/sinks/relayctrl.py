@@ -1,0 +1,200 @@
+"""Publish grants as a qmail relay-ctrl directory: one empty file per client, mtime = last login.
+
+What reads it: ``relay-ctrl-check`` (run by tcpserver before qmail-smtpd) allows relay while
+the file named by ``$TCPREMOTEIP`` has ``mtime + RELAY_CTRL_EXPIRY >= now`` (default 900 s),
+and exports every ``NAME=VALUE`` line in that file into qmail-smtpd's environment.
+
+So, why each rule here:
+
+- Files are empty: nothing a client controls (a user name, say) must ever reach the SMTP
+  server's environment.
+- A file is written under a temporary name, stamped, and renamed into place: the checker
+  never sees a half-made file, and the mtime it reads is the login's time, not ours.
+- Every operation is relative to a directory descriptor opened once and never follows a
+  symlink: a planted link cannot make a root daemon create, stamp or delete files elsewhere.
+- Files relaywatch did not write are left alone. A file counts as ours if this sink wrote
+  it in this run, or if it has exactly the shape we write (a regular, empty, single-link
+  file, mode 0644, owned by our user): that lets a restart with ``--state`` take back its
+  own files. Anything else under a client's name (a link, a directory, a file with content
+  or another owner) is reported once and never touched.
+- ``drop`` removes only names this sink wrote in this run.
+- Mode 0644: the checker runs as the SMTP user and must read the file.
+- ``mapped``: tcpserver on a dual-stack socket reports an IPv4 client as ``::ffff:a.b.c.d``,
+  so each IPv4 grant is also written under that name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+
+from logwatch.addresses import normalise
+from logwatch.model import Grant
+from logwatch.sinks import SinkError, SinkOptions
+
+log = logging.getLogger(__name__)
+
+MODE = 0o644
+TEMP_PREFIX = ".relaywatch."
+
+
+class RelayCtrlSink:
+    """A relay-ctrl directory as a sink (``relayctrl:DIR``).
+
+    Args:
+        directory: the directory relay-ctrl-check reads (``RELAY_CTRL_DIR``'s ``allow``).
+        mapped: also write ``::ffff:a.b.c.d`` for each IPv4 address.
+
+    Raises:
+        SinkError: not retryable: the directory does not exist or is not a directory.
+    """
+
+    def __init__(self, directory: str, mapped: bool = False) -> None:
+        self.spec = f"relayctrl:{directory}"
+        self.directory = directory
+        self.mapped = mapped
+        try:
+            self._dir = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            raise SinkError(
+                self.spec, f"cannot open the directory ({error.strerror}); expected an "
+                "existing directory, such as /var/spool/relay-ctrl/allow", retryable=False,
+            ) from None
+        self._uid = os.geteuid()
+        self._ours: set[str] = set()
+        self._reported: set[str] = set()
+        self._remove_stale_temporaries()
+
+    # ----------------------------------------------------------------- Sink
+
+    def put(self, grant: Grant) -> None:
+        """Write (or restamp) the client's file with mtime = its last login.
+
+        Raises:
+            SinkError: retryable, if the file could not be written (disk full, ...).
+        """
+        for name in self._names(grant.ip):
+            self._write(name, grant.last)
+
+    def drop(self, ip: str) -> None:
+        """Remove the client's file, if this sink wrote it.
+
+        Raises:
+            SinkError: retryable, if the file could not be removed.
+        """
+        for name in self._names(ip):
+            if name not in self._ours:
+                continue
+            if self._foreign(name):
+                self._ours.discard(name)
+                continue
+            try:
+                os.unlink(name, dir_fd=self._dir)
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise SinkError(self.spec, f"cannot remove {name} ({error.strerror})",
+                                retryable=True) from None
+            self._ours.discard(name)
+
+    def commit(self) -> None:
+        """Nothing to do: each put and drop is already visible."""
+
+    def close(self) -> None:
+        """Release the directory; the files stay, so relay keeps working across a restart."""
+        if self._dir >= 0:
+            os.close(self._dir)
+            self._dir = -1
+
+    # ----------------------------------------------------------------- internals
+
+    def _names(self, ip: str) -> list[str]:
+        """The file names for ``ip``; refuses anything that is not a normalised address."""
+        if normalise(ip) != ip:
+            raise SinkError(self.spec, f"{ip!r} is not a normalised IP address",
+                            retryable=False)
+        if self.mapped and "." in ip:
+            return [ip, f"::ffff:{ip}"]
+        return [ip]
+
+    def _write(self, name: str, mtime: float) -> None:
+        if name not in self._ours and self._foreign(name):
+            return
+        temp = f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
+        try:
+            fd = os.open(
+                temp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                MODE,
+                dir_fd=self._dir,
+            )
+            try:
+                os.fchmod(fd, MODE)  # the umask must not make it unreadable to the checker
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
+            os.rename(temp, name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+        except OSError as error:
+            try:
+                os.unlink(temp, dir_fd=self._dir)
+            except OSError:
+                pass
+            raise SinkError(self.spec, f"cannot write {name} ({error.strerror})",
+                            retryable=True) from None
+        self._ours.add(name)
+
+    def _foreign(self, name: str) -> bool:
+        """True if ``name`` exists and is not shaped like a file we write (reported once)."""
+        try:
+            st = os.stat(name, dir_fd=self._dir, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise SinkError(self.spec, f"cannot inspect {name} ({error.strerror})",
+                            retryable=True) from None
+        if (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == 0
+            and st.st_nlink == 1
+            and st.st_uid == self._uid
+            and stat.S_IMODE(st.st_mode) == MODE
+        ):
+            return False
+        if name not in self._reported:
+            self._reported.add(name)
+            log.warning("%s: %s was not written by relaywatch (%s); leaving it alone",
+                        self.spec, name, _describe(st))
+        return True
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove our own temporary files left by a crash (and nothing else)."""
+        for entry in os.scandir(self._dir):
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == self._uid and st.st_size == 0:
+                try:
+                    os.unlink(entry.name, dir_fd=self._dir)
+                except OSError:
+                    pass
+
+
+def _describe(st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size:
+        return f"{st.st_size} bytes of content"
+    if st.st_nlink != 1:
+        return f"{st.st_nlink} links"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}"
+    return f"mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def open_relayctrl(kind: str, name: str, options: SinkOptions) -> RelayCtrlSink:
+    """Registry entry for ``relayctrl:DIR``."""
+    return RelayCtrlSink(name, mapped=options.relay_ctrl_mapped)

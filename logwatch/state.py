@@ -1,0 +1,163 @@
+"""Keep the ledger across restarts in ``--state FILE``: write it whole and atomically, read it back.
+
+Why: without it a restart forgets every client still owed relay (they would be refused until
+their next login), and a crash mid-write must never leave a half file that loses them all.
+So the file is written to a temporary name in the same directory, fsync'd, renamed over the
+old one, and the directory fsync'd: after a SIGKILL or a power cut the file is the old
+version or the new one, whole. It is 0600: it names users.
+
+Reading applies no policy: ``Ledger.restore`` drops what has expired under today's
+``--expire`` and never-list. A file that cannot be read or parsed is reported in one line
+and renamed aside (never deleted: it may be evidence), and the daemon starts empty rather
+than not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from logwatch.ledger import Ledger
+from logwatch.model import Change, Grant
+
+FORMAT = "relaywatch-state"
+VERSION = 1
+FIELDS = ("ip", "user", "service", "first", "last", "count")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What ``load`` found.
+
+    Attributes:
+        grants: the saved grants, unfiltered (``until`` is recomputed by the ledger).
+        warning: one line to log if the file was unusable and set aside, else ``""``.
+    """
+
+    grants: tuple[Grant, ...]
+    warning: str = ""
+
+
+class StateError(ValueError):
+    """The file's content is not a state file we wrote."""
+
+
+def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> None:
+    """Write ``grants`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
+
+    Raises:
+        OSError: the directory is not writable, the disk is full, ...; the old file is
+            left as it was, and no temporary file is left behind.
+    """
+    target = Path(path)
+    rows = [[g.ip, g.user, g.service, g.first, g.last, g.count] for g in grants]
+    body = json.dumps(
+        {"format": FORMAT, "version": VERSION, "saved": now, "fields": FIELDS, "grants": rows},
+        separators=(",", ":"),
+        ensure_ascii=True,
+    ).encode("ascii")
+    directory = target.parent
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+            out.write(b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_directory(directory)
+
+
+def load(path: str | os.PathLike[str], now: float) -> Loaded:
+    """Read the grants saved in ``path``.
+
+    A missing file is a first start: no grants, no warning. Anything else that cannot be
+    read or parsed is renamed to ``FILE.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``) and
+    reported in ``Loaded.warning``.
+    """
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+        grants = _parse(data)
+    except FileNotFoundError:
+        return Loaded(())
+    except (OSError, StateError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return Loaded((), _set_aside(source, now, reason))
+    return Loaded(grants)
+
+
+def restore(
+    path: str | os.PathLike[str], ledger: Ledger, now: float
+) -> tuple[tuple[Change, ...], str]:
+    """Load ``path`` into ``ledger``; return the PUTs to publish and any warning line."""
+    loaded = load(path, now)
+    return ledger.restore(loaded.grants, now), loaded.warning
+
+
+def _parse(data: bytes) -> tuple[Grant, ...]:
+    """Parse a state file's bytes, refusing anything we would not have written."""
+    try:
+        document = json.loads(data.decode("ascii"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StateError(f"not JSON ({error.__class__.__name__}: {error})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise StateError(f"not a {FORMAT} file")
+    if document.get("version") != VERSION:
+        raise StateError(f"version {document.get('version')!r}; expected {VERSION}")
+    if document.get("fields") != list(FIELDS):
+        raise StateError(f"fields {document.get('fields')!r}; expected {list(FIELDS)}")
+    rows = document.get("grants")
+    if not isinstance(rows, list):
+        raise StateError("'grants' is not a list")
+    grants = []
+    for number, row in enumerate(rows, 1):
+        if not (
+            isinstance(row, list)
+            and len(row) == len(FIELDS)
+            and all(isinstance(v, str) for v in row[:3])
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row[3:])
+            and isinstance(row[5], int)
+        ):
+            raise StateError(f"grant {number} is not [ip, user, service, first, last, count]")
+        ip, user, service, first, last, count = row
+        grants.append(Grant(ip, user, service, float(first), float(last), count, float(last)))
+    return tuple(grants)
+
+
+def _set_aside(source: Path, now: float, reason: str) -> str:
+    """Rename an unusable state file out of the way; return the one line that says so."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    aside = source.with_name(f"{source.name}.corrupt-{stamp}")
+    number = 1
+    while aside.exists() or aside.is_symlink():
+        number += 1
+        aside = source.with_name(f"{source.name}.corrupt-{stamp}.{number}")
+    try:
+        os.rename(source, aside)
+    except OSError as error:
+        return (
+            f"--state {source}: unreadable ({reason}); could not set it aside "
+            f"({error.strerror}); starting with no grants"
+        )
+    return f"--state {source}: unreadable ({reason}); moved to {aside}; starting with no grants"
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (without it a power cut can undo the rename)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

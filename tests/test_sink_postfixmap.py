@@ -1,0 +1,337 @@
+"""Tests for sinks/postfixmap.py with real postmap, and a real private Postfix deciding relay.
+
+Nothing is mocked: maps are built by the installed postmap, and the relay verdicts come from
+smtpd answering RCPT TO from 127.0.0.N (see ``postfixlab``). Skipped only when CI is unset
+and Postfix (or root, for the lab) is missing; with CI=true a missing piece fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import postfixlab
+import pytest
+
+from logwatch import postfix
+from logwatch.addresses import NeverList
+from logwatch.ledger import Ledger
+from logwatch.model import Grant, LoginEvent
+from logwatch.sinks import Sink, SinkError, SinkOptions, apply, open_sink
+from logwatch.sinks.postfixmap import HEADER, PostfixMapSink
+from logwatch.sinks.relayctrl import RelayCtrlSink
+
+TYPES = ["hash", "btree", "lmdb", "cdb", "texthash"]
+INDEXED = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "texthash": ""}
+T0 = 1_780_000_000.0
+PROBED = "127.0.0.10"
+BYSTANDER = "127.0.0.11"
+
+
+def unavailable(problems: list[str]) -> None:
+    """Skip for a developer without Postfix; fail in CI, where it must be installed."""
+    if problems:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but: " + "; ".join(problems))
+        pytest.skip("; ".join(problems))
+
+
+def require_postmap(map_type: str = "hash") -> None:
+    problems = [f"{name} not installed" for name in ("postmap", "postconf")
+                if shutil.which(name, path=postfixlab.SBIN_PATH) is None]
+    unavailable(problems)
+    if map_type not in postfixlab.map_types():
+        unavailable([f"map type {map_type} not supported here "
+                     f"({postfix.missing_type_hint(map_type)})"])
+
+
+def grant(ip: str, last: float = T0) -> Grant:
+    return Grant(ip, "bob", "imap-login", last, last, 1, last + 600)
+
+
+def query(map_type: str, path: Path, key: str, config: Path) -> str | None:
+    """``postmap -q KEY TYPE:PATH``: what Postfix itself finds in the map."""
+    done = subprocess.run(
+        [postfix.find("postmap"), "-c", str(config), "-q", key, f"{map_type}:{path}"],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode == 1:
+        return None
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A minimal private Postfix config dir, so postmap never depends on /etc/postfix/main.cf."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    postfixlab.write_config(etc / "main.cf", "compatibility_level = 3.6\n")
+    return etc
+
+
+def make_sink(map_type: str, path: Path, config: Path, **kwargs: float) -> PostfixMapSink:
+    sink = open_sink(f"{map_type}:{path}", SinkOptions(postfix_config=str(config)))
+    assert isinstance(sink, PostfixMapSink) and isinstance(sink, Sink)
+    for name, value in kwargs.items():
+        setattr(sink, name, value)
+    return sink
+
+
+# --------------------------------------------------------------------------- postmap only
+
+
+@pytest.mark.parametrize("map_type", TYPES)
+def test_map_holds_exactly_the_granted_addresses(map_type: str, tmp_path: Path,
+                                                 config: Path) -> None:
+    require_postmap(map_type)
+    path = tmp_path / "relay_clients"
+    sink = make_sink(map_type, path, config)
+    assert (tmp_path / f"relay_clients{INDEXED[map_type]}").exists()  # created empty at open
+    for ip in ("192.0.2.7", "2001:db8::5", "203.0.113.9"):
+        sink.put(grant(ip))
+    sink.drop("203.0.113.9")
+    sink.commit()
+    assert sink.flush(30) and sink.last_error == ""
+    assert path.read_text() == HEADER + "192.0.2.7 OK\n2001:db8::5 OK\n"
+    assert query(map_type, path, "192.0.2.7", config) == "OK"
+    assert query(map_type, path, "2001:db8::5", config) == "OK"
+    assert query(map_type, path, "203.0.113.9", config) is None
+    live = tmp_path / f"relay_clients{INDEXED[map_type]}"
+    assert oct(live.stat().st_mode & 0o777) == "0o644"
+    sink.close()
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != "etc")
+    assert names == sorted({"relay_clients", live.name})  # no temporaries left
+
+
+def test_value_is_written_as_given(tmp_path: Path, config: Path) -> None:
+    require_postmap()
+    path = tmp_path / "relay"
+    sink = open_sink(f"hash:{path}", SinkOptions(postfix_value="PERMIT",
+                                                 postfix_config=str(config)))
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    sink.close()
+    assert query("hash", path, "192.0.2.7", config) == "PERMIT"
+
+
+def test_renewals_cost_no_rebuild(tmp_path: Path, config: Path) -> None:
+    require_postmap()
+    sink = make_sink("hash", tmp_path / "relay", config)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30)
+    builds = sink.builds
+    for n in range(50):
+        sink.put(grant("192.0.2.7", last=T0 + n))
+        sink.commit()
+    assert sink.flush(30) and sink.builds == builds
+    sink.close()
+
+
+def test_a_burst_is_coalesced_into_few_rebuilds(tmp_path: Path, config: Path) -> None:
+    """500 commits while postmap runs: one build in flight, one queued, the rest merged."""
+    require_postmap()
+    path = tmp_path / "relay"
+    sink = make_sink("hash", path, config)
+    for n in range(500):
+        sink.put(grant(f"198.51.100.{n % 250}" if n < 250 else f"2001:db8::{n:x}"))
+        sink.commit()
+    assert sink.flush(60)
+    assert sink.builds < 50, sink.builds
+    assert query("hash", path, "2001:db8::1f3", config) == "OK"
+    assert query("hash", path, "198.51.100.0", config) == "OK"
+    sink.close()
+
+
+def test_failing_postmap_keeps_the_last_good_map_and_retries(
+    tmp_path: Path, config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Break postmap for real (a bad main.cf value), then repair it: the sink recovers."""
+    require_postmap()
+    path = tmp_path / "relay"
+    sink = make_sink("hash", path, config, retry_initial=0.05, retry_max=0.2)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30)
+
+    good = (config / "main.cf").read_text()
+    postfixlab.write_config(config / "main.cf", good + "berkeley_db_create_buffer_size = junk\n")
+    sink.drop("192.0.2.7")
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    deadline = time.monotonic() + 20  # postmap sleeps 1 s before a fatal exit
+    while not sink.last_error and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.pending
+    assert "bad numerical configuration: berkeley_db_create_buffer_size = junk" in sink.last_error
+    assert sink.last_error.startswith(f"hash:{path}: postmap failed (exit 1): ")
+    assert any("the last good map stays live" in r.getMessage() for r in caplog.records)
+    postfixlab.write_config(config / "main.cf", good)
+    assert sink.flush(30) and sink.last_error == ""
+    assert query("hash", path, "198.51.100.1", config) == "OK"
+    assert query("hash", path, "192.0.2.7", config) is None
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "etc") == ["relay", "relay.db"]
+    sink.close()
+
+
+def test_last_good_map_is_live_while_postmap_fails(tmp_path: Path, config: Path) -> None:
+    require_postmap()
+    path = tmp_path / "relay"
+    sink = make_sink("cdb" if "cdb" in postfixlab.map_types() else "hash", path, config,
+                     retry_initial=0.05, retry_max=0.1)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30)
+    live = Path(f"{path}{INDEXED[sink.map_type]}")
+    before = live.read_bytes()
+    good = (config / "main.cf").read_text()
+    postfixlab.write_config(config / "main.cf", good + "berkeley_db_create_buffer_size = junk\n")
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    deadline = time.monotonic() + 20
+    while not sink.last_error and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.last_error and sink.pending
+    assert live.read_bytes() == before
+    postfixlab.write_config(config / "main.cf", good)
+    assert sink.flush(30)
+    sink.close()
+
+
+def test_type_postconf_does_not_list_is_refused_naming_the_package(tmp_path: Path) -> None:
+    """A config whose dynamicmaps.cf is empty: postconf -m then lacks lmdb and cdb."""
+    require_postmap()
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    postfixlab.write_config(etc / "main.cf", f"compatibility_level = 3.6\nmeta_directory = {etc}\n")
+    postfixlab.write_config(etc / "dynamicmaps.cf", "")
+    for map_type, package in (("lmdb", "postfix-lmdb"), ("cdb", "postfix-cdb")):
+        with pytest.raises(SinkError) as info:
+            open_sink(f"{map_type}:{tmp_path}/relay", SinkOptions(postfix_config=str(etc)))
+        message = str(info.value)
+        assert message == (
+            f"{map_type}:{tmp_path}/relay: this Postfix does not support type {map_type} "
+            f"(postconf -m); install the Debian/Ubuntu package {package} "
+            "(or your system's equivalent)")
+        assert not info.value.retryable
+    assert not (tmp_path / "relay").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "expected"),
+    [
+        ("hash:relay", SinkOptions(), "expected an absolute path"),
+        ("hash:/nonexistent-dir/relay", SinkOptions(), "directory /nonexistent-dir does not exist"),
+        ("regexp:/etc/postfix/relay", SinkOptions(), "cannot be rebuilt by relaywatch"),
+        ("hash:/tmp/relay", SinkOptions(postfix_value="OK\nfoo"), "--postfix-value"),
+        ("hash:/tmp/relay", SinkOptions(postfix_value=" "), "--postfix-value"),
+        ("hash:/tmp/relay", SinkOptions(postfix_config="/nonexistent"),
+         "--postfix-config /nonexistent: no main.cf there"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(spec: str, options: SinkOptions,
+                                              expected: str) -> None:
+    if spec.startswith("regexp"):
+        with pytest.raises(SinkError) as info:
+            PostfixMapSink("regexp", "/etc/postfix/relay")
+    else:
+        with pytest.raises(SinkError) as info:
+            open_sink(spec, options)
+    message = str(info.value)
+    assert expected in message and "\n" not in message and not info.value.retryable
+
+
+def test_never_imports_postfix_mynetworks(tmp_path: Path, config: Path) -> None:
+    require_postmap()
+    postfixlab.write_config(
+        config / "main.cf",
+        "compatibility_level = 3.6\nmynetworks = 127.0.0.0/8 [::1]/128 192.0.2.0/28\n")
+    never = postfix.never_list("postfix:mynetworks, 2001:db8::/32", str(config))
+    assert str(never) == "127.0.0.0/8,::1/128,192.0.2.0/28,2001:db8::/32"
+    assert "192.0.2.5" in never and "192.0.2.77" not in never
+    postfixlab.write_config(
+        config / "main.cf",
+        "compatibility_level = 3.6\nmynetworks = 127.0.0.0/8 hash:/etc/postfix/network_table\n")
+    with pytest.raises(postfix.PostfixError, match="^--never postfix:mynetworks: mynetworks "
+                                                   "item 'hash:/etc/postfix/network_table'"):
+        postfix.never_list("postfix:mynetworks", str(config))
+
+
+# --------------------------------------------------------------------------- real Postfix
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[postfixlab.PostfixLab]:
+    """One private Postfix for the module: an smtpd per map type, each checking its own map."""
+    unavailable(postfixlab.missing())
+    supported = postfixlab.map_types()
+    unavailable([f"map type {t} not supported ({postfix.missing_type_hint(t)})"
+                 for t in TYPES if t not in supported])
+    running = postfixlab.start(TYPES)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("map_type", TYPES)
+def test_every_map_type_relays_and_stops_relaying_for_real(
+    lab: postfixlab.PostfixLab, map_type: str
+) -> None:
+    """Login -> 250 for a remote RCPT; a stranger -> 554 Relay access denied; expiry -> 554."""
+    now = time.time()
+    ledger = Ledger(expire_after=60, never=NeverList.parse("none"))
+    sink = open_sink(lab.map_spec(map_type),
+                     SinkOptions(postfix_config=str(lab.config_dir)))
+    assert isinstance(sink, PostfixMapSink)
+    try:
+        apply(sink, ledger.grant(LoginEvent(PROBED, "bob", "imap-login", now), now))
+        sink.commit()
+        assert sink.flush(30), sink.last_error
+        assert lab.probe(map_type, PROBED) == (250, "2.1.5 Ok"), lab.log()[-2000:]
+        code, text = lab.probe(map_type, BYSTANDER)
+        assert (code, text.endswith("Relay access denied")) == (554, True)
+
+        apply(sink, ledger.expire(now + 60))
+        sink.commit()
+        assert sink.flush(30), sink.last_error
+        code, text = lab.probe(map_type, PROBED)
+        assert (code, text.endswith("Relay access denied")) == (554, True), lab.log()[-2000:]
+    finally:
+        sink.close()
+
+
+def test_both_sinks_together_from_one_ledger(lab: postfixlab.PostfixLab, tmp_path: Path) -> None:
+    """The same Changes drive a relay-ctrl directory and a live hash map in step."""
+    now = time.time()
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    ledger = Ledger(expire_after=60, never=NeverList.parse("none"))
+    sinks: list[Sink] = [
+        RelayCtrlSink(str(allow)),
+        open_sink(lab.map_spec("hash"), SinkOptions(postfix_config=str(lab.config_dir))),
+    ]
+    changes = ledger.grant(LoginEvent(PROBED, "bob", "imap-login", now - 30), now)
+    for sink in sinks:
+        apply(sink, changes)
+        sink.commit()
+    postfix_sink = sinks[1]
+    assert isinstance(postfix_sink, PostfixMapSink) and postfix_sink.flush(30)
+    assert lab.probe("hash", PROBED)[0] == 250
+    assert os.stat(allow / PROBED).st_mtime == int(now - 30) or abs(
+        os.stat(allow / PROBED).st_mtime - (now - 30)) < 1e-3
+
+    changes = ledger.expire(now + 30)
+    for sink in sinks:
+        apply(sink, changes)
+        sink.commit()
+    assert postfix_sink.flush(30)
+    assert lab.probe("hash", PROBED)[0] == 554
+    assert os.listdir(allow) == []
+    for sink in sinks:
+        sink.close()
