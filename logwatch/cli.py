@@ -3,6 +3,8 @@
 No logic lives here: each face is a module of its own (``faces/``) and each option's
 meaning belongs to the module that uses it.
 
+    relaywatch run [--config FILE] [options]       follow the log, publish the relay set
+    relaywatch check-config [--config FILE] [options]
     relaywatch --test-pattern [LINE ... | - | --file PATH] [options]
     relaywatch demo
 """
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from logwatch import __version__, catalog
+from logwatch import __version__, catalog, config
 from logwatch.addresses import NeverList
 from logwatch.faces import testpattern
 from logwatch.matcher import DEFAULT_SERVICES, Matcher
@@ -68,6 +70,11 @@ def _main_parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (("run", "follow Dovecot's log and publish the clients allowed to relay"),
+                       ("check-config", "validate the settings and print the effective ones")):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--config", metavar="FILE", help="a TOML settings file; options given here override it")
+        config.add_arguments(sub)
     commands.add_parser("demo", help="run the pattern sets over the bundled sample log")
     return parser
 
@@ -102,12 +109,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             demo_args = _test_pattern_parser().parse_args(["--file", demo_log()])
             return _test_pattern(demo_args)
+        if args.command in ("run", "check-config"):
+            return _run(args, check_only=args.command == "check-config")
         _main_parser().print_help()
         return 2
     except BrokenPipeError:
         # A reader such as `head` went away: not an error of ours. Stop writing quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    if args.config:
+        values, text = config.read_file(args.config)
+        return config.settings(values, args, args.config, text)
+    return config.settings(None, args)
+
+
+def _run(args: argparse.Namespace, check_only: bool) -> int:
+    from logwatch import daemon  # the daemon's imports (watchdog, sinks) only when needed
+
+    try:
+        settings = _settings(args)
+        if check_only:
+            catalog.select(settings.pattern_set, settings.pattern_dir)
+            width = max(len(o.name) for o in config.OPTIONS)
+            for key, value in settings.describe():
+                print(f"{key:<{width}}  {value}")
+            return 0
+        daemon.configure_logging(settings.log_level)
+        runner = daemon.Daemon(settings, reload_settings=lambda: _settings(args))
+        runner.install_signals()
+        runner.start()
+    except (config.ConfigError, PatternSetError, daemon.StartError, ValueError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    return runner.run()
 
 
 def _test_pattern(args: argparse.Namespace) -> int:

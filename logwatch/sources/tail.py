@@ -41,6 +41,7 @@ from watchdog.observers.polling import PollingObserver
 
 from logwatch import checkpoint as ckpt
 from logwatch.checkpoint import FilePosition, LogCheckpoint
+from logwatch.reporter import Reporter
 from logwatch.sources import Batch, LineSource
 from logwatch.sources.lines import DEFAULT_CAP, LineSplitter, decode_batch
 from logwatch.sources.stream import StdinSource
@@ -60,34 +61,10 @@ GRACE = 5.0
 RECHECK = 0.5
 #: Retry delays for a file that cannot be opened: start, doubling up to the maximum.
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
-#: Seconds between two reports of the same recurring condition.
-REPEAT_EVERY = 60.0
 #: Rotated names that are never read back: compressed by logrotate, not lines.
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".lzma")
 
 Backend = Literal["auto", "inotify", "polling"]
-
-
-class _Reporter:
-    """Say a recurring thing at most once per ``REPEAT_EVERY`` seconds, with a count.
-
-    Why: a log that stays unreadable, or a writer that truncates every second, must not
-    fill the operator's log with the same line.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def say(self, key: str, level: int, msg: str, *args: object, now: float) -> None:
-        last = self._last.get(key)
-        if last is not None and now - last[0] < REPEAT_EVERY:
-            self._last[key] = (last[0], last[1] + 1)
-            return
-        if last is not None and last[1]:
-            msg += " (%d more like this since the last report)"
-            args += (last[1],)
-        self._last[key] = (now, 0)
-        log.log(level, msg, *args)
 
 
 def fingerprint(first: bytes) -> str:
@@ -230,7 +207,7 @@ class _Follower:
         self.grace = grace
         self.live: _Open | None = None
         self.draining: list[_Open] = []
-        self.report = _Reporter()
+        self.report = Reporter(log)
         self.retry_at = 0.0
         self.backoff = BACKOFF_MIN
         self.unreadable: str | None = None  # the error last reported, while it lasts

@@ -1,0 +1,372 @@
+"""The only place the parts meet: follow the log, match, grant, publish, expire, persist.
+
+One thread runs the loop (the Postfix sink rebuilds in a thread of its own)::
+
+    batch of lines --match--> LoginEvent --ledger.grant--> Changes --> every sink, commit
+    timer (next expiry, at least once a second) --ledger.expire--> Changes --> sinks
+    then, at most once a second: state file (the ledger), then log checkpoints
+
+The order is the guarantee: sinks commit before the state is saved, and the state before
+the checkpoints, so after a SIGKILL a line is read twice (a harmless renewal) rather than
+a grant lost. A sink that fails keeps its backlog and is retried with backoff; the ledger
+never forgets a grant because a sink is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from logwatch import catalog, checkpoint, notify, postfix, state, timestamps
+from logwatch.config import BY_NAME, Settings
+from logwatch.durations import format_duration
+from logwatch.ledger import Ledger
+from logwatch.matcher import Matcher
+from logwatch.model import DROP, Change, LoginEvent
+from logwatch.reporter import Reporter
+from logwatch.sinks import Sink, SinkError, SinkOptions, apply, open_sink
+from logwatch.sources import LineSource
+from logwatch.sources.tail import open_source
+
+log = logging.getLogger("relaywatch")
+
+#: Seconds between saves of the state file and the checkpoints, at most.
+SAVE_EVERY = 1.0
+#: Longest wait in the loop: signals and expiry are looked at least this often.
+TICK = 1.0
+#: Retry delays for a failing sink, doubling up to the maximum.
+RETRY_MIN, RETRY_MAX = 1.0, 60.0
+
+
+class StartError(Exception):
+    """relaywatch cannot start as configured; ``str()`` is the one line for the operator."""
+
+
+@dataclass
+class Outlet:
+    """A sink with the changes it still owes, retried with backoff when it fails.
+
+    Why a backlog and not a retry loop: a Postfix map that cannot be rebuilt must not stop
+    the relay-ctrl directory, the expiry timer or the log from moving on. Every sink
+    operation is idempotent (put rewrites, drop of a missing entry is nothing), so the
+    backlog can be re-sent whole.
+    """
+
+    spec: str
+    sink: Sink
+    backlog: list[Change] = field(default_factory=list)
+    retry_at: float = 0.0
+    delay: float = RETRY_MIN
+    last_ok: float | None = None
+    failing: str = ""
+
+    def send(self, changes: Sequence[Change], now: float, report: Reporter) -> None:
+        self.backlog.extend(changes)
+        if not self.backlog or now < self.retry_at:
+            return
+        try:
+            apply(self.sink, self.backlog)
+            self.sink.commit()
+        except SinkError as exc:
+            self.failing = str(exc)
+            self.retry_at = now + self.delay
+            report.say(f"sink {self.spec}", logging.ERROR, "%s; %d change(s) kept, retrying in %s",
+                       exc, len(self.backlog), format_duration(self.delay), now=now)
+            self.delay = min(self.delay * 2, RETRY_MAX)
+            return
+        if self.failing:
+            log.info("%s: working again; %d change(s) published", self.spec, len(self.backlog))
+        self.backlog.clear()
+        self.failing = ""
+        self.delay = RETRY_MIN
+        self.last_ok = now
+
+
+class Daemon:
+    """``relaywatch run``: build every part from ``settings``, then loop until told to stop.
+
+    Args:
+        settings: validated settings.
+        reload_settings: called on SIGHUP to read the settings again (None: reload only the
+            pattern sets). May raise; the daemon then keeps running on the old ones.
+        clock: seconds since the epoch; tests pass their own.
+    """
+
+    def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._reload_settings = reload_settings
+        self._clock = clock
+        self._stop = False
+        self._reload = False
+        self._report = Reporter(log)
+        self.matcher = self._matcher(settings)
+        self.ledger = self._ledger(settings)
+        self.outlets: list[Outlet] = []
+        self.source: LineSource | None = None
+        self._state_dirty = False
+        self._saved_at = 0.0
+
+    # ------------------------------------------------------------------ start
+
+    @staticmethod
+    def _matcher(s: Settings) -> Matcher:
+        try:
+            return Matcher(catalog.select(s.pattern_set, s.pattern_dir), services=s.service)
+        except ValueError as exc:
+            raise StartError(str(exc)) from None
+
+    @staticmethod
+    def _ledger(s: Settings) -> Ledger:
+        try:
+            never = postfix.never_list(s.never, s.postfix_config)
+            return Ledger(s.expire, never, s.max_entries)
+        except (ValueError, postfix.PostfixError) as exc:
+            raise StartError(f"--never: {exc}" if "--never" not in str(exc) else str(exc)) from None
+
+    def start(self) -> None:
+        """Open the sinks, restore the state, publish it, and open the logs.
+
+        Raises:
+            StartError: one line naming what cannot work (a log that cannot be read, a sink
+                directory that is missing or not writable, a map type postmap lacks).
+        """
+        s = self.settings
+        self._check_logs(s.log)
+        options = SinkOptions(postfix_value=s.postfix_value, postfix_config=s.postfix_config,
+                              relay_ctrl_mapped=s.relay_ctrl_mapped)
+        specs = ([f"relayctrl:{s.relay_ctrl_dir}"] if s.relay_ctrl_dir else []) + list(s.postfix_map)
+        for spec in specs:
+            try:
+                self.outlets.append(Outlet(spec, open_sink(spec, options)))
+            except SinkError as exc:
+                self.close_sinks()
+                raise StartError(str(exc)) from None
+        now = self._clock()
+        restored: tuple[Change, ...] = ()
+        if s.state:
+            restored, warning = state.restore(s.state, self.ledger, now)
+            if warning:
+                log.warning("%s", warning)
+            if restored:
+                log.info("restored %d grant(s) from %s", len(restored), s.state)
+        for outlet in self.outlets:
+            outlet.send(restored, now, self._report)
+            if outlet.failing:
+                log.warning("%s is not usable yet; relaywatch goes on and retries", outlet.spec)
+        sets = ", ".join(p.name for p in self.matcher.sets)
+        log.info("pattern sets: %s; services: %s", sets, ", ".join(sorted(self.matcher.services)))
+        log.info("sinks: %s; expire %s; never %s", ", ".join(o.spec for o in self.outlets),
+                 format_duration(self.ledger.expire_after), self.ledger.never)
+        state_dir = str(Path(s.state).resolve().parent) if s.state else None
+        if state_dir is None:
+            log.warning("no --state: a restart forgets every grant and where the logs were read up to")
+        self.source = open_source([os.path.abspath(p) if p != "-" else p for p in s.log], state_dir)
+        notify.notify("READY=1", f"STATUS=following {', '.join(s.log)}")
+
+    def _check_logs(self, logs: Sequence[str]) -> None:
+        for path in logs:
+            if path == "-":
+                continue
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StartError(f"--log {path}: its directory {parent} does not exist")
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                log.warning("--log %s does not exist yet; relaywatch will read it from its start when it appears", path)
+                continue
+            except OSError as exc:
+                raise StartError(f"--log {path}: cannot read: {exc.strerror}") from None
+            if not os.access(path, os.R_OK):
+                raise StartError(f"--log {path}: cannot read: permission denied")
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                log.warning("--log %s is writable by users other than its owner: they could write "
+                            "lines that look like Dovecot's and open the relay (see README, trust of the log)", path)
+
+    # ------------------------------------------------------------------- loop
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload = True
+
+    def install_signals(self) -> None:
+        """SIGTERM and SIGINT stop (after flushing), SIGHUP reloads."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    def run(self) -> int:
+        """Loop until stopped or standard input ends; flush everything; return 0."""
+        assert self.source is not None, "start() first"
+        try:
+            while not self._stop and not self.source.finished:
+                if self._reload:
+                    self._reload = False
+                    self.reload()
+                self.step(self._timeout())
+        finally:
+            self.shutdown()
+        return 0
+
+    def _timeout(self) -> float:
+        due = self.ledger.next_expiry()
+        wait = TICK if due is None else min(TICK, max(0.0, due - self._clock()))
+        if any(o.backlog for o in self.outlets):
+            wait = min(wait, max(0.0, min(o.retry_at for o in self.outlets if o.backlog) - self._clock()))
+        return wait
+
+    def step(self, timeout: float) -> None:
+        """One turn: read what is there (waiting up to ``timeout``), act, expire, persist."""
+        assert self.source is not None
+        batches = self.source.poll(timeout)
+        now = self._clock()
+        changes: list[Change] = []
+        moved = bool(batches)
+        for batch in batches:
+            for line in batch.lines:
+                changes.extend(self.handle(line, now))
+        changes.extend(self.ledger.expire(now))
+        self.publish(changes, now)
+        if self.matcher.timeouts:
+            self._report.say("timeouts", logging.WARNING, "a pattern set of yours ran out of time on %d line(s); "
+                             "those lines were left to the other sets", self.matcher.timeouts, now=now)
+            self.matcher.timeouts = 0
+        if changes:
+            self._state_dirty = True
+        if (self._state_dirty or moved) and now - self._saved_at >= SAVE_EVERY:
+            self.save(now)
+
+    def handle(self, line: str, now: float) -> tuple[Change, ...]:
+        """Match one line; for a login, return what the ledger says the sinks must do."""
+        verdict = self.matcher.match(line)
+        if verdict.result != "login":
+            if verdict.result == "ignored":
+                log.debug("ignored: %s/%s %s", verdict.pattern_set, verdict.pattern, verdict.why)
+            return ()
+        assert verdict.ip is not None and verdict.service is not None
+        moment = timestamps.parse(verdict.stamp, datetime.fromtimestamp(now).astimezone()) if verdict.stamp else None
+        when = now if moment is None else min(moment.timestamp(), now)
+        event = LoginEvent(verdict.ip, verdict.user or "", verdict.service, when,
+                           verdict.pattern_set or "", verdict.pattern or "")
+        changes = self.ledger.grant(event, now)
+        if not changes:
+            why = self.ledger.refusal(event, now)
+            if why:
+                log.info("refused %s (user %s, %s): %s", event.ip, event.user, event.service, why)
+        return changes
+
+    def publish(self, changes: Sequence[Change], now: float) -> None:
+        """Send ``changes`` to every sink (and any backlog due for a retry); log each one."""
+        for change in changes:
+            g = change.grant
+            if change.warning:
+                log.warning("%s", change.warning)
+            if change.kind == DROP:
+                log.info("withdrawn %s (user %s, %s): %s", g.ip, g.user, g.service, change.reason)
+            else:
+                verb = "authorised" if change.reason in ("login", "restored") else "refreshed"
+                log.info("%s %s (user %s, %s) until %s", verb, g.ip, g.user, g.service,
+                         datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
+        for outlet in self.outlets:
+            outlet.send(changes, now, self._report)
+
+    def save(self, now: float) -> None:
+        """State file first (the ledger), then the log checkpoints: see the module docstring."""
+        assert self.source is not None
+        s = self.settings
+        if s.state:
+            try:
+                if self._state_dirty:
+                    state.save(s.state, self.ledger.grants(), now)
+                state_dir = str(Path(s.state).resolve().parent)
+                for cp in self.source.checkpoints():
+                    checkpoint.save(state_dir, cp)
+            except OSError as exc:
+                self._report.say("save", logging.ERROR, "cannot save %s: %s; retrying", s.state,
+                                 exc.strerror or exc, now=now)
+                return
+        self._state_dirty = False
+        self._saved_at = now
+
+    def reload(self) -> None:
+        """SIGHUP: read the settings and pattern sets again; on any error keep the old ones."""
+        try:
+            new = self._reload_settings() if self._reload_settings else self.settings
+            matcher = self._matcher(new)
+            ledger_changed = (new.expire, new.never, new.max_entries) != (
+                self.settings.expire, self.settings.never, self.settings.max_entries)
+            if ledger_changed:
+                fresh = self._ledger(new)
+                fresh.restore(self.ledger.grants(), self._clock())
+        except Exception as exc:  # a bad edit must never stop a running daemon
+            log.error("reload refused, still running on the old settings: %s", exc)
+            return
+        fixed = [o.name for o in _RESTART_ONLY if getattr(new, o.attr) != getattr(self.settings, o.attr)]
+        if fixed:
+            log.warning("reload: %s change(s) only with a restart", ", ".join(fixed))
+        self.matcher = matcher
+        if ledger_changed:
+            self.ledger = fresh
+        self.settings = new
+        logging.getLogger().setLevel(new.log_level.upper())
+        log.info("reloaded: pattern sets %s", ", ".join(p.name for p in matcher.sets))
+
+    def shutdown(self) -> None:
+        """Publish what is owed, save the state and the checkpoints, close everything."""
+        notify.notify("STOPPING=1")
+        now = self._clock()
+        if self.source is not None:
+            self.source.close()
+        for outlet in self.outlets:
+            outlet.retry_at = 0.0
+            outlet.send((), now, self._report)
+        self._state_dirty = True
+        if self.source is not None:
+            self.save(now)
+        self.close_sinks()
+        log.info("stopped; %d client(s) authorised", len(self.ledger))
+
+    def close_sinks(self) -> None:
+        for outlet in self.outlets:
+            try:
+                outlet.sink.close()
+            except SinkError as exc:
+                log.error("%s", exc)
+
+
+#: Settings a SIGHUP cannot change: they are files opened at start.
+_RESTART_ONLY = tuple(BY_NAME[name] for name in (
+    "log", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config"))
+
+
+def configure_logging(level: str) -> None:
+    """Log to standard error; under systemd, with the priority prefixes journald reads.
+
+    Why: journald stamps each line itself; elsewhere a timestamp is what an operator needs.
+    """
+    handler = logging.StreamHandler()
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s relaywatch %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _JournalFormatter(logging.Formatter):
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"

@@ -1,0 +1,182 @@
+"""``relaywatch run`` as a process: grant, expire, survive SIGKILL, stop and reload cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+LOGIN = "{stamp} mx dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=1, TLS"
+FAILED = ("{stamp} mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, "
+          "method=PLAIN, rip={ip}, lip=192.0.2.1")
+
+
+def stamp(at: float | None = None) -> str:
+    return time.strftime("%b %e %H:%M:%S", time.localtime(at))
+
+
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Run:
+    """A ``relaywatch run`` subprocess over a log and a relay-ctrl directory in ``tmp``."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        self.log = tmp / "mail.log"
+        self.rc = tmp / "relay-ctrl"
+        self.state = tmp / "state" / "state.json"
+        self.stderr = tmp / "relaywatch.err"
+        self.extra = extra
+        self.rc.mkdir(exist_ok=True)
+        self.state.parent.mkdir(exist_ok=True)
+        self.log.touch()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "logwatch", "run", "--log", str(self.log), "--relay-ctrl-dir", str(self.rc),
+                "--state", str(self.state), *self.extra]
+        with self.stderr.open("ab") as err:
+            self.proc = subprocess.Popen(args, stderr=err, stdin=subprocess.DEVNULL)
+        wait_for(lambda: "first start" in self.errors() or "resuming" in self.errors() or "resum" in self.errors()
+                 or self.proc is None or self.proc.poll() is not None, "relaywatch to start")
+        assert self.proc.poll() is None, self.errors()
+
+    def errors(self) -> str:
+        return self.stderr.read_text() if self.stderr.exists() else ""
+
+    def write(self, line: str) -> None:
+        with self.log.open("a") as f:
+            f.write(line + "\n")
+
+    def granted(self) -> set[str]:
+        return {p.name for p in self.rc.iterdir() if not p.name.startswith(".")}
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[Callable[..., Run]]:
+    made: list[Run] = []
+
+    def make(*extra: str) -> Run:
+        r = Run(tmp_path, *extra)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        if r.proc is not None:
+            r.proc.kill()
+            r.proc.wait()
+
+
+def test_login_grants_failure_does_not_and_expiry_withdraws(run: Callable[..., Run]) -> None:
+    r = run("--expire", "3s")
+    r.start()
+    r.write(FAILED.format(stamp=stamp(), ip="203.0.113.9"))
+    r.write(LOGIN.format(stamp=stamp(), user="bob", ip="192.0.2.7"))
+    wait_for(lambda: r.granted() == {"192.0.2.7"}, "the grant")
+    assert "203.0.113.9" not in r.granted()
+    wait_for(lambda: r.granted() == set(), "the expiry, with an idle log")
+    assert r.stop() == 0
+    assert "authorised 192.0.2.7 (user bob, imap-login)" in r.errors()
+    assert "withdrawn 192.0.2.7 (user bob, imap-login): expired" in r.errors()
+
+
+def test_sigkill_loses_no_grant_and_reads_what_came_meanwhile(run: Callable[..., Run]) -> None:
+    r = run("--expire", "10m")
+    r.start()
+    r.write(LOGIN.format(stamp=stamp(), user="alice", ip="192.0.2.10"))
+    wait_for(lambda: r.granted() == {"192.0.2.10"}, "the first grant")
+    wait_for(lambda: r.state.exists() and "192.0.2.10" in r.state.read_text(), "the state file")
+    assert r.stop(signal.SIGKILL) == -signal.SIGKILL
+    for n in range(20):  # written while relaywatch is down
+        r.write(LOGIN.format(stamp=stamp(), user=f"u{n}", ip=f"198.51.100.{n + 1}"))
+    r.start()
+    expected = {"192.0.2.10"} | {f"198.51.100.{n + 1}" for n in range(20)}
+    wait_for(lambda: r.granted() == expected, "every login written while down")
+    assert r.stop() == 0
+    grants = json.loads(r.state.read_text())["grants"]
+    assert sorted(g[0] for g in grants) == sorted(expected)
+    assert r.errors().count("authorised 198.51.100.1 ") == 1  # acted on exactly once
+
+
+def test_catch_up_skips_logins_older_than_expire(run: Callable[..., Run]) -> None:
+    r = run("--expire", "1m")
+    r.start()
+    assert r.stop() == 0  # a first start: positions are saved at the end of the log
+    r.write(LOGIN.format(stamp=stamp(time.time() - 3600), user="old", ip="192.0.2.50"))
+    r.write(LOGIN.format(stamp=stamp(), user="new", ip="192.0.2.51"))
+    r.start()
+    wait_for(lambda: "192.0.2.51" in r.granted(), "the recent login")
+    assert "192.0.2.50" not in r.granted()
+    assert r.stop() == 0
+    assert "refused 192.0.2.50 (user old, imap-login): login at" in r.errors()
+
+
+def test_sighup_with_a_broken_pattern_set_keeps_running(run: Callable[..., Run], tmp_path: Path) -> None:
+    own = tmp_path / "sets"
+    own.mkdir()
+    r = run("--pattern-dir", str(own))
+    r.start()
+    (own / "bad.toml").write_text('name = "bad"\n')
+    assert r.proc is not None
+    r.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused, still running on the old settings" in r.errors(), "the refusal")
+    assert f"{own / 'bad.toml'}: covers:" in r.errors()
+    r.write(LOGIN.format(stamp=stamp(), user="bob", ip="192.0.2.8"))
+    wait_for(lambda: "192.0.2.8" in r.granted(), "a grant after the refused reload")
+    assert r.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--relay-ctrl-dir", "/nonexistent/relay-ctrl"], "relaywatch: relayctrl:/nonexistent/relay-ctrl: "),
+    (["--relay-ctrl-dir", "{tmp}", "--log", "/nonexistent/dir/mail.log"], "relaywatch: --log /nonexistent/dir/mail.log: its directory"),
+    (["--relay-ctrl-dir", "{tmp}", "--expire", "soon"], "relaywatch: --expire: 'soon' is not a duration"),
+    (["--relay-ctrl-dir", "{tmp}", "--never", "10.0.0.0/33"], "relaywatch: --never: '10.0.0.0/33' is not a network"),
+    (["--relay-ctrl-dir", "{tmp}", "--postfix-map", "dbm:/x"], "relaywatch: --postfix-map: 'dbm:/x' is not TYPE:PATH"),
+    ([], "relaywatch: no sink: give --relay-ctrl-dir DIR and/or --postfix-map TYPE:PATH"),
+])
+def test_start_up_refusals_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    log = tmp_path / "mail.log"
+    log.touch()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--log" not in argv:
+        argv = ["--log", str(log)] + argv
+    done = subprocess.run([sys.executable, "-m", "logwatch", "run", *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message), done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+def test_config_file_and_override(tmp_path: Path) -> None:
+    conf = tmp_path / "relaywatch.toml"
+    conf.write_text(f'log = "{tmp_path / "mail.log"}"\nrelay-ctrl-dir = "{tmp_path}"\nexpire = "15m"\nmax-entries = 10\n')
+    done = subprocess.run([sys.executable, "-m", "logwatch", "check-config", "--config", str(conf), "--expire", "1h"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert (lines["expire"], lines["max-entries"], lines["relay-ctrl-dir"]) == ("1h", "10", str(tmp_path))
+    conf.write_text(conf.read_text() + "expiry = \"1h\"\n")
+    done = subprocess.run([sys.executable, "-m", "logwatch", "check-config", "--config", str(conf)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"relaywatch: {conf}:5: expiry: unknown key; the keys are log, ")
