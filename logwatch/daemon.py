@@ -27,6 +27,7 @@ from typing import Any
 
 from logwatch import catalog, checkpoint, notify, postfix, state, timestamps
 from logwatch.config import BY_NAME, Settings
+from logwatch.display import printable
 from logwatch.durations import format_duration
 from logwatch.ledger import Ledger
 from logwatch.matcher import Matcher
@@ -263,7 +264,7 @@ class Daemon:
         if not changes:
             why = self.ledger.refusal(event, now)
             if why:
-                log.info("refused %s (user %s, %s): %s", event.ip, event.user, event.service, why)
+                log.info("refused %s (%s, user=<%s>): %s", event.ip, event.service, printable(event.user), why)
         return changes
 
     def publish(self, changes: Sequence[Change], now: float) -> None:
@@ -273,10 +274,10 @@ class Daemon:
             if change.warning:
                 log.warning("%s", change.warning)
             if change.kind == DROP:
-                log.info("withdrawn %s (user %s, %s): %s", g.ip, g.user, g.service, change.reason)
+                log.info("withdrawn %s (%s, user=<%s>): %s", g.ip, g.service, printable(g.user), change.reason)
             else:
                 verb = "authorised" if change.reason in ("login", "restored") else "refreshed"
-                log.info("%s %s (user %s, %s) until %s", verb, g.ip, g.user, g.service,
+                log.info("%s %s (%s, user=<%s>) until %s", verb, g.ip, g.service, printable(g.user),
                          datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
         for outlet in self.outlets:
             outlet.send(changes, now, self._report)

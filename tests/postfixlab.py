@@ -110,10 +110,11 @@ class PostfixLab:
         return f"{map_type}:{self.root}/maps/relay_{map_type}"
 
     def probe(self, listener: str, source: str, rcpt: str = REMOTE_RCPT) -> tuple[int, str]:
-        """Connect from ``source`` (a 127.0.0.N address) and return the RCPT TO reply."""
+        """Connect from ``source`` (127.0.0.N, or ::1 with ``start(ipv6=True)``) and return
+        the RCPT TO reply."""
         with smtplib.SMTP(timeout=20) as client:
             client.source_address = (source, 0)
-            client.connect("127.0.0.1", self.ports[listener])
+            client.connect("::1" if ":" in source else "127.0.0.1", self.ports[listener])
             client.ehlo("probe.invalid")
             client.mail("probe@example.org")
             code, text = client.rcpt(rcpt)
@@ -154,8 +155,10 @@ class PostfixLab:
             return None
 
 
-def start(types: Sequence[str]) -> PostfixLab:
+def start(types: Sequence[str], ipv6: bool = False) -> PostfixLab:
     """Create and start a private Postfix with one smtpd per map type.
+
+    With ``ipv6``, each smtpd also listens on [::1] (same port), which is not in mynetworks.
 
     The instance lives in a fresh directory under the system temp dir, not under pytest's
     ``tmp_path``: Postfix's master opens its lock file as the ``postfix`` user, which cannot
@@ -190,8 +193,8 @@ queue_directory = {queue}
 data_directory = {data}
 mail_owner = postfix
 setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+inet_interfaces = {"127.0.0.1, [::1]" if ipv6 else "127.0.0.1"}
+inet_protocols = {"all" if ipv6 else "ipv4"}
 myhostname = lab.invalid
 mydomain = lab.invalid
 myorigin = lab.invalid
@@ -210,10 +213,11 @@ maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
 {restrictions}
 """)
+    hosts = ("127.0.0.1", "[::1]") if ipv6 else ("127.0.0.1",)
     listeners = "\n".join(
-        f"127.0.0.1:{lab.ports[name]} inet n - n - - smtpd\n"
+        f"{host}:{lab.ports[name]} inet n - n - - smtpd\n"
         f"  -o smtpd_relay_restrictions=$relay_{name}"
-        for name in types
+        for name in types for host in hosts
     )
     write_config(etc / "master.cf", f"""\
 # service type private unpriv chroot wakeup maxproc command

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, TypeVar
 
 from logwatch import timestamps
 from logwatch.addresses import NeverList
+from logwatch.display import printable
 from logwatch.matcher import NEEDLE, NOMATCH, Matcher, Verdict
 from logwatch.sources.lines import LineSplitter, decode
 from logwatch.sources.stream import batches, matching
@@ -132,17 +133,6 @@ class Summary:
             yield Text(f"Lines that matched nothing ({t.nomatch}{shown}):", style="bold")
             for number, text in t.missed:
                 yield Text(f"{number:>7}  {printable(text)}", no_wrap=True, overflow="ellipsis")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters shown as escapes.
-
-    Why: user names and whole lines come from clients; printed raw, an escape sequence in a
-    failed login's user name would reach the admin's terminal.
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def line_text(number: int, verdict: Verdict, refusal: str | None) -> str:
