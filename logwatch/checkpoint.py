@@ -21,10 +21,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from logwatch import atomic
 
 log = logging.getLogger("relaywatch.checkpoint")
 
@@ -94,20 +94,7 @@ def save(state_dir: str | os.PathLike[str], checkpoint: LogCheckpoint) -> None:
         ],
     }
     data = (json.dumps(doc, separators=(",", ":")) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(target.parent)
+    atomic.write(target, data)
 
 
 def load(state_dir: str | os.PathLike[str], path: str, now: float | None = None) -> LogCheckpoint | None:
@@ -153,23 +140,8 @@ def _parse(raw: bytes, path: str) -> LogCheckpoint:
 
 
 def _set_aside(target: Path, now: float | None) -> str:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    aside = target.with_name(f"{target.name}.corrupt-{stamp}")
-    number = 1
-    while aside.exists() or aside.is_symlink():
-        aside = target.with_name(f"{target.name}.corrupt-{stamp}.{number}")
-        number += 1
     try:
-        os.rename(target, aside)
+        aside = atomic.set_aside(target, now)
     except OSError as exc:
         return f"could not move it aside ({exc.strerror})"
     return f"moved to {aside.name}"
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable: without this a power cut can undo it."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from logwatch import atomic
 from logwatch.ledger import Ledger
 from logwatch.model import Change, Grant
 
@@ -61,22 +60,7 @@ def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> N
         separators=(",", ":"),
         ensure_ascii=True,
     ).encode("ascii")
-    directory = target.parent
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(body)
-            out.write(b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
+    atomic.write(target, body + b"\n")
 
 
 def load(path: str | os.PathLike[str], now: float) -> Loaded:
@@ -138,26 +122,11 @@ def _parse(data: bytes) -> tuple[Grant, ...]:
 
 def _set_aside(source: Path, now: float, reason: str) -> str:
     """Rename an unusable state file out of the way; return the one line that says so."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    aside = source.with_name(f"{source.name}.corrupt-{stamp}")
-    number = 1
-    while aside.exists() or aside.is_symlink():
-        number += 1
-        aside = source.with_name(f"{source.name}.corrupt-{stamp}.{number}")
     try:
-        os.rename(source, aside)
+        aside = atomic.set_aside(source, now)
     except OSError as error:
         return (
             f"--state {source}: unreadable ({reason}); could not set it aside "
             f"({error.strerror}); starting with no grants"
         )
     return f"--state {source}: unreadable ({reason}); moved to {aside}; starting with no grants"
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (without it a power cut can undo the rename)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
