@@ -19,6 +19,7 @@ import os
 import signal
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from logwatch.reporter import Reporter
 from logwatch.sinks import Sink, SinkError, SinkOptions, apply, open_sink
 from logwatch.sources import LineSource
 from logwatch.sources.tail import open_source
+from logwatch.status import KINDS, Publisher, directory_of, hits_document
 
 log = logging.getLogger("relaywatch")
 
@@ -115,6 +117,10 @@ class Daemon:
         self.source: LineSource | None = None
         self._state_dirty = False
         self._saved_at = 0.0
+        self.started = clock()
+        self.counts: Counter[str] = Counter()
+        self.hits: Counter[tuple[str, str]] = Counter()
+        self.publisher: Publisher | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -154,6 +160,7 @@ class Daemon:
         now = self._clock()
         restored: tuple[Change, ...] = ()
         if s.state:
+            self.publisher = Publisher(directory_of(s.state))
             restored, warning = state.restore(s.state, self.ledger, now)
             if warning:
                 log.warning("%s", warning)
@@ -251,9 +258,13 @@ class Daemon:
     def handle(self, line: str, now: float) -> tuple[Change, ...]:
         """Match one line; for a login, return what the ledger says the sinks must do."""
         verdict = self.matcher.match(line)
-        if verdict.result != "login":
-            if verdict.result == "ignored":
-                log.debug("ignored: %s/%s %s", verdict.pattern_set, verdict.pattern, verdict.why)
+        if verdict.result == "nomatch":
+            return ()
+        self.hits[verdict.pattern_set or "", verdict.pattern or ""] += 1
+        if verdict.result == "ignored":
+            log.debug("ignored: %s/%s %s", verdict.pattern_set, verdict.pattern, verdict.why)
+            self._event("ignored", now, "", verdict.user or "", verdict.service or "",
+                        f"{verdict.pattern_set}/{verdict.pattern}: {verdict.why}")
             return ()
         assert verdict.ip is not None and verdict.service is not None
         moment = timestamps.parse(verdict.stamp, datetime.fromtimestamp(now).astimezone()) if verdict.stamp else None
@@ -265,6 +276,7 @@ class Daemon:
             why = self.ledger.refusal(event, now)
             if why:
                 log.info("refused %s (%s, user=<%s>): %s", event.ip, event.service, printable(event.user), why)
+                self._event("refused", now, event.ip, event.user, event.service, why)
         return changes
 
     def publish(self, changes: Sequence[Change], now: float) -> None:
@@ -274,16 +286,19 @@ class Daemon:
             if change.warning:
                 log.warning("%s", change.warning)
             if change.kind == DROP:
+                verb = "withdrawn"
                 log.info("withdrawn %s (%s, user=<%s>): %s", g.ip, g.service, printable(g.user), change.reason)
             else:
                 verb = "authorised" if change.reason in ("login", "restored") else "refreshed"
                 log.info("%s %s (%s, user=<%s>) until %s", verb, g.ip, g.service, printable(g.user),
                          datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
+            self._event(verb, now, g.ip, g.user, g.service, change.reason)
         for outlet in self.outlets:
             outlet.send(changes, now, self._report)
 
-    def save(self, now: float) -> None:
-        """State file first (the ledger), then the log checkpoints: see the module docstring."""
+    def save(self, now: float, running: bool = True) -> None:
+        """State file first (the ledger), then the log checkpoints: see the module docstring.
+        Then what viewers read: the events of this second and the status."""
         assert self.source is not None
         s = self.settings
         if s.state:
@@ -299,6 +314,33 @@ class Daemon:
                 return
         self._state_dirty = False
         self._saved_at = now
+        if self.publisher is not None:
+            try:
+                self.publisher.flush()
+                self.publisher.status(self.status_document(now, running))
+            except OSError as exc:
+                self.publisher.drop_pending(keep=10000)
+                self._report.say("status", logging.WARNING, "cannot write the status for viewers: %s",
+                                 exc.strerror or exc, now=now)
+
+    def _event(self, kind: str, now: float, ip: str, user: str, service: str, reason: str) -> None:
+        self.counts[kind] += 1
+        if self.publisher is not None:
+            self.publisher.event(kind, now, ip, user, service, reason)
+
+    def status_document(self, now: float, running: bool) -> dict[str, Any]:
+        """What ``status.json`` says (see ``status``)."""
+        assert self.source is not None
+        return {
+            "pid": os.getpid(), "started": self.started, "updated": now, "running": running,
+            "logs": [{"path": p, "backend": self.source.backend} for p in self.settings.log],
+            "sinks": [{"spec": o.spec, "ok": not o.failing, "last_ok": o.last_ok, "error": o.failing,
+                       "backlog": len(o.backlog)} for o in self.outlets],
+            "pattern_sets": [p.name for p in self.matcher.sets],
+            "hits": hits_document(self.hits.items()),
+            "counts": {kind: self.counts[kind] for kind in KINDS},
+            "expire": self.ledger.expire_after, "state": self.settings.state, "grants": len(self.ledger),
+        }
 
     def reload(self) -> None:
         """SIGHUP: read the settings and pattern sets again; on any error keep the old ones."""
@@ -334,7 +376,7 @@ class Daemon:
             outlet.send((), now, self._report)
         self._state_dirty = True
         if self.source is not None:
-            self.save(now)
+            self.save(now, running=False)
         self.close_sinks()
         log.info("stopped; %d client(s) authorised", len(self.ledger))
 

@@ -4,7 +4,8 @@ Why: without it a restart forgets every client still owed relay (they would be r
 their next login), and a crash mid-write must never leave a half file that loses them all.
 So the file is written to a temporary name in the same directory, fsync'd, renamed over the
 old one, and the directory fsync'd: after a SIGKILL or a power cut the file is the old
-version or the new one, whole. It is 0600: it names users.
+version or the new one, whole. It is 0640: it names users, so it is not for everyone, but
+``relaywatch status`` and ``tui`` read it with the daemon's group.
 
 Reading applies no policy: ``Ledger.restore`` drops what has expired under today's
 ``--expire`` and never-list. A file that cannot be read or parsed is reported in one line
@@ -24,6 +25,8 @@ from logwatch import atomic
 from logwatch.ledger import Ledger
 from logwatch.model import Change, Grant
 
+#: Readable by the daemon's group: ``relaywatch status`` and ``tui`` need only read access.
+MODE = 0o640
 FORMAT = "relaywatch-state"
 VERSION = 1
 FIELDS = ("ip", "user", "service", "first", "last", "count")
@@ -60,7 +63,7 @@ def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> N
         separators=(",", ":"),
         ensure_ascii=True,
     ).encode("ascii")
-    atomic.write(target, body + b"\n")
+    atomic.write(target, body + b"\n", mode=MODE)
 
 
 def load(path: str | os.PathLike[str], now: float) -> Loaded:

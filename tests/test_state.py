@@ -38,7 +38,7 @@ def test_round_trip_and_mode(tmp_path: Path) -> None:
     assert [(g.ip, g.user, g.service, g.first, g.last, g.count) for g in loaded.grants] == [
         (g.ip, g.user, g.service, g.first, g.last, g.count) for g in saved
     ]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == state.MODE == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["relaywatch.state"]
 
 
