@@ -180,3 +180,32 @@ def test_config_file_and_override(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith(f"relaywatch: {conf}:5: expiry: unknown key; the keys are log, ")
+
+
+def test_systemd_notify_ready_and_stopping(run: Callable[..., Run], tmp_path: Path) -> None:
+    """Type=notify: READY=1 once the sinks are synced, STOPPING=1 at SIGTERM."""
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(60)
+    os.environ["NOTIFY_SOCKET"] = address
+    try:
+        r = run()
+        r.start()
+        ready = sock.recv(4096).decode()
+        assert ready.splitlines()[0] == "READY=1"
+        assert r.stop() == 0
+        assert sock.recv(4096).decode() == "STOPPING=1"
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+        sock.close()
+
+
+def test_warns_when_others_can_write_the_log(run: Callable[..., Run]) -> None:
+    r = run()
+    os.chmod(r.log, 0o666)
+    r.start()
+    assert r.stop() == 0
+    assert f"--log {r.log} is writable by users other than its owner" in r.errors()
