@@ -25,8 +25,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, BinaryIO, TypeVar
 
 from logwatch import timestamps
 from logwatch.addresses import NeverList
@@ -165,7 +166,7 @@ def json_record(number: int, verdict: Verdict, refusal: str | None, moment: date
     return json.dumps(record, ensure_ascii=False)
 
 
-def inputs(lines: list[str], file: str | None, stdin: IO[bytes]) -> tuple[IO[bytes], float, LineSplitter]:
+def inputs(lines: list[str], file: str | None, stdin: BinaryIO) -> tuple[BinaryIO, float, LineSplitter]:
     """Open the input and say the moment it was written by (for year-less stamps).
 
     Raises:
@@ -197,7 +198,7 @@ def _guarded(source: Iterator[T], name: str | None) -> Iterator[T]:
 
 def run(matcher: Matcher, policy: Policy, lines: list[str], file: str | None, *, as_json: bool,
         summary_only: bool, print_all: bool, out: IO[str], console: Console | None = None,
-        stdin: IO[bytes] | None = None) -> int:
+        stdin: BinaryIO | None = None) -> int:
     """Replay the input through ``matcher`` and write the report to ``out``.
 
     Returns:
@@ -220,7 +221,7 @@ def run(matcher: Matcher, policy: Policy, lines: list[str], file: str | None, *,
                 number += 1
                 verdict = matcher.match(decode(raw)) if raw.find(NEEDLE) >= 0 else NOMATCH
                 refusal = policy.refusal(verdict) if verdict.result == "login" else None
-                tally.add(number, verdict, lambda raw=raw: decode(raw))
+                tally.add(number, verdict, partial(decode, raw))
                 if as_json:
                     moment = timestamps.parse(verdict.stamp, now) if verdict.stamp else None
                     write(json_record(number, verdict, refusal, moment) + "\n")
@@ -243,7 +244,7 @@ def run(matcher: Matcher, policy: Policy, lines: list[str], file: str | None, *,
     return 0
 
 
-def _count(matcher: Matcher, stream: IO[bytes], splitter: LineSplitter, tally: Tally) -> None:
+def _count(matcher: Matcher, stream: BinaryIO, splitter: LineSplitter, tally: Tally) -> None:
     """The ``--summary`` loop: counts only, and only lines that contain ``NEEDLE`` are cut
     out of the chunks read, decoded and matched (``LineSplitter.feed_matching``).
 
