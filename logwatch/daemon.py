@@ -121,6 +121,11 @@ class Daemon:
         self.counts: Counter[str] = Counter()
         self.hits: Counter[tuple[str, str]] = Counter()
         self.publisher: Publisher | None = None
+        self.gate: Any = None
+        #: Logins waiting for their DNSBL decision, by address.
+        self._parked: dict[str, list[LoginEvent]] = {}
+        #: Positions read past but not saved yet (held back while a login is parked).
+        self._positions_owed = False
 
     # ------------------------------------------------------------------ start
 
@@ -174,6 +179,11 @@ class Daemon:
         log.info("pattern sets: %s; services: %s", sets, ", ".join(sorted(self.matcher.services)))
         log.info("sinks: %s; expire %s; never %s", ", ".join(o.spec for o in self.outlets),
                  format_duration(self.ledger.expire_after), self.ledger.never)
+        if s.dnsbl:
+            from logwatch.dnsbl import Gate  # dnspython only when the gate is on
+
+            self.gate = Gate(s.dnsbl, s.resolver, timeout=1.0, fail_closed=s.dnsbl_fail == "closed")
+            log.info("DNSBL gate: %s (a timeout fails %s)", ", ".join(s.dnsbl), s.dnsbl_fail)
         state_dir = str(Path(s.state).resolve().parent) if s.state else None
         if state_dir is None:
             log.warning("no --state: a restart forgets every grant and where the logs were read up to")
@@ -230,6 +240,8 @@ class Daemon:
     def _timeout(self) -> float:
         due = self.ledger.next_expiry()
         wait = TICK if due is None else min(TICK, max(0.0, due - self._clock()))
+        if self._parked:
+            wait = min(wait, 0.02)  # a DNSBL decision is due at most a second after the login
         if any(o.backlog for o in self.outlets):
             wait = min(wait, max(0.0, min(o.retry_at for o in self.outlets if o.backlog) - self._clock()))
         return wait
@@ -244,6 +256,10 @@ class Daemon:
         for batch in batches:
             for line in batch.lines:
                 changes.extend(self.handle(line, now))
+        if self.gate is not None:
+            for decision in self.gate.ready(now):
+                for event in self._parked.pop(decision.ip, []):
+                    changes.extend(self._decide(event, decision, now))
         changes.extend(self.ledger.expire(now))
         self.publish(changes, now)
         if self.matcher.timeouts:
@@ -252,7 +268,8 @@ class Daemon:
             self.matcher.timeouts = 0
         if changes:
             self._state_dirty = True
-        if (self._state_dirty or moved) and now - self._saved_at >= SAVE_EVERY:
+        self._positions_owed |= moved
+        if (self._state_dirty or self._positions_owed) and now - self._saved_at >= SAVE_EVERY:
             self.save(now)
 
     def handle(self, line: str, now: float) -> tuple[Change, ...]:
@@ -271,6 +288,25 @@ class Daemon:
         when = now if moment is None else min(moment.timestamp(), now)
         event = LoginEvent(verdict.ip, verdict.user or "", verdict.service, when,
                            verdict.pattern_set or "", verdict.pattern or "")
+        if self.gate is not None and self.ledger.refusal(event, now) is None:
+            decision = self.gate.submit(event.ip, now)
+            if decision is None:  # looked up in the background; decided in a later step
+                self._parked.setdefault(event.ip, []).append(event)
+                return ()
+            return self._decide(event, decision, now)
+        return self._grant(event, now)
+
+    def _decide(self, event: LoginEvent, decision: Any, now: float) -> tuple[Change, ...]:
+        """Apply a DNSBL decision to one login."""
+        if not decision.allowed:
+            log.info("refused %s (%s, user=<%s>): %s", event.ip, event.service, printable(event.user), decision.reason)
+            self._event("refused", now, event.ip, event.user, event.service, decision.reason)
+            return ()
+        if decision.reason:
+            log.debug("DNSBL: %s: %s", event.ip, decision.reason)
+        return self._grant(event, now)
+
+    def _grant(self, event: LoginEvent, now: float) -> tuple[Change, ...]:
         changes = self.ledger.grant(event, now)
         if not changes:
             why = self.ledger.refusal(event, now)
@@ -280,7 +316,16 @@ class Daemon:
         return changes
 
     def publish(self, changes: Sequence[Change], now: float) -> None:
-        """Send ``changes`` to every sink (and any backlog due for a retry); log each one."""
+        """Send ``changes`` to every sink (and any backlog due for a retry); log each one.
+
+        The grants go to the state's write-ahead log first (``state.append``), so a grant a
+        sink has seen is never one the state has not."""
+        if self.settings.state and changes:
+            try:
+                state.append(self.settings.state, [c.grant for c in changes if c.kind != DROP])
+            except OSError as exc:
+                self._report.say("wal", logging.WARNING, "cannot append to %s: %s",
+                                 state.wal_path(self.settings.state), exc.strerror or exc, now=now)
         for change in changes:
             g = change.grant
             if change.warning:
@@ -290,7 +335,8 @@ class Daemon:
                 log.info("withdrawn %s (%s, user=<%s>): %s", g.ip, g.service, printable(g.user), change.reason)
             else:
                 verb = "authorised" if change.reason in ("login", "restored") else "refreshed"
-                log.info("%s %s (%s, user=<%s>) until %s", verb, g.ip, g.service, printable(g.user),
+                said = "restored" if change.reason == "restored" else verb
+                log.info("%s %s (%s, user=<%s>) until %s", said, g.ip, g.service, printable(g.user),
                          datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
             self._event(verb, now, g.ip, g.user, g.service, change.reason)
         for outlet in self.outlets:
@@ -306,8 +352,11 @@ class Daemon:
                 if self._state_dirty:
                     state.save(s.state, self.ledger.grants(), now)
                 state_dir = str(Path(s.state).resolve().parent)
-                for cp in self.source.checkpoints():
-                    checkpoint.save(state_dir, cp)
+                # A login still waiting for its DNSBL decision is owed: do not move past it.
+                if not self._parked:
+                    for cp in self.source.checkpoints():
+                        checkpoint.save(state_dir, cp)
+                    self._positions_owed = False
             except OSError as exc:
                 self._report.say("save", logging.ERROR, "cannot save %s: %s; retrying", s.state,
                                  exc.strerror or exc, now=now)
@@ -371,6 +420,8 @@ class Daemon:
         now = self._clock()
         if self.source is not None:
             self.source.close()
+        if self.gate is not None:
+            self.gate.close()
         for outlet in self.outlets:
             outlet.retry_at = 0.0
             outlet.send((), now, self._report)

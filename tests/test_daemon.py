@@ -209,3 +209,33 @@ def test_warns_when_others_can_write_the_log(run: Callable[..., Run]) -> None:
     r.start()
     assert r.stop() == 0
     assert f"--log {r.log} is writable by users other than its owner" in r.errors()
+
+
+def test_sigkill_mid_stream_every_login_acted_on_exactly_once(run: Callable[..., Run]) -> None:
+    """A writer keeps logging while relaywatch is killed and restarted: no login is lost,
+    none is granted twice (a line read again after the restart is a renewal)."""
+    import threading
+
+    r = run("--expire", "1h")
+    r.start()
+    ips = [f"{net}.{host}" for net in ("192.0.2", "198.51.100", "203.0.113") for host in range(1, 251)]
+    written = threading.Event()
+
+    def writer() -> None:
+        for n, ip in enumerate(ips):
+            r.write(LOGIN.format(stamp=stamp(), user=f"u{n}", ip=ip))
+            time.sleep(0.003)
+        written.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    wait_for(lambda: len(r.granted()) >= 60, "the first grants")
+    assert r.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert not written.is_set(), "the writer must still be writing when relaywatch is killed"
+    r.start()
+    thread.join()
+    wait_for(lambda: r.granted() == set(ips), "every login, after the restart")
+    assert r.stop() == 0
+    log = r.errors()
+    for ip in ips:
+        assert log.count(f"authorised {ip} ") == 1, ip

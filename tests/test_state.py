@@ -159,3 +159,22 @@ def test_state_survives_sigkill_mid_write(tmp_path: Path) -> None:
         assert len(loaded.grants) == 2000 + n % 500
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "s"]
     assert all(name.startswith(".s.") and name.endswith(".tmp") for name in leftovers)
+
+
+def test_write_ahead_log_is_merged_and_emptied_by_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A grant published after the last save survives a SIGKILL through FILE.wal."""
+    from logwatch.model import Grant
+
+    path = tmp_path / "state.json"
+    old = Grant("192.0.2.1", "a", "imap-login", 100.0, 100.0, 1, 100.0)
+    state.save(path, [old], 100.0)
+    newer = Grant("192.0.2.1", "a", "imap-login", 100.0, 150.0, 2, 150.0)
+    fresh = Grant("198.51.100.2", "b", "pop3-login", 160.0, 160.0, 1, 160.0)
+    state.append(path, [newer, fresh])
+    with state.wal_path(path).open("ab") as f:
+        f.write(b'["torn", "last line')  # a write cut short
+    loaded = {g.ip: g.last for g in state.load(path, 200.0).grants}
+    assert loaded == {"192.0.2.1": 150.0, "198.51.100.2": 160.0}
+    state.save(path, [newer, fresh], 200.0)
+    assert state.wal_path(path).read_bytes() == b""
+    assert {g.ip for g in state.load(path, 200.0).grants} == {"192.0.2.1", "198.51.100.2"}
