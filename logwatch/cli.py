@@ -15,13 +15,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from logwatch import __version__, catalog, config
+from logwatch import __version__, catalog
 from logwatch.addresses import NeverList
 from logwatch.faces import testpattern
 from logwatch.matcher import DEFAULT_SERVICES, Matcher
 from logwatch.patternset import PatternSetError
+
+if TYPE_CHECKING:
+    from logwatch.config import Settings
 
 PROG = "relaywatch"
 
@@ -62,6 +65,8 @@ def _test_pattern_parser() -> _Parser:
 
 
 def _main_parser() -> _Parser:
+    from logwatch import config  # not on --test-pattern's path: it pulls in the daemon's modules
+
     parser = _Parser(
         prog=PROG,
         description="POP/IMAP-before-SMTP beside any Dovecot version: follow Dovecot's log and "
@@ -116,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _settings(args: argparse.Namespace) -> config.Settings:
+def _settings(args: argparse.Namespace) -> Settings:
+    from logwatch import config
+
     if args.config:
         values, text = config.read_file(args.config)
         return config.settings(values, args, args.config, text)
@@ -124,7 +131,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 
 def _run(args: argparse.Namespace, check_only: bool) -> int:
-    from logwatch import daemon  # the daemon's imports (watchdog, sinks) only when needed
+    from logwatch import config, daemon  # the daemon's imports (watchdog, sinks) only when needed
 
     try:
         settings = _settings(args)

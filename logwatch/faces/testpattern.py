@@ -33,7 +33,7 @@ from logwatch import timestamps
 from logwatch.addresses import NeverList
 from logwatch.display import printable
 from logwatch.matcher import NEEDLE, NOMATCH, Matcher, Verdict
-from logwatch.sources.lines import LineSplitter, decode
+from logwatch.sources.lines import LineSplitter, decode, decode_batch
 from logwatch.sources.stream import batches, matching
 
 if TYPE_CHECKING:
@@ -256,7 +256,7 @@ def _count(matcher: Matcher, stream: BinaryIO, splitter: LineSplitter, tally: Ta
     hits: Counter[tuple[str, str | None, str | None]] = Counter()
     for count, found in _guarded(matching(stream, NEEDLE, splitter), getattr(stream, "name", None)):
         lines += count
-        hits.update(map(classify, map(decode, found)))
+        hits.update(map(classify, decode_batch(found)))
     tally.lines = lines
     for (result, set_name, pattern), n in hits.items():
         if result == "login":
