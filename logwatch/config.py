@@ -69,6 +69,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("postfix-map", "list", (), "publish a Postfix access map (hash, btree, lmdb, cdb, texthash)", "TYPE:PATH"),
     Option("postfix-value", "str", "OK", "the access(5) action written for each client", "ACTION"),
     Option("postfix-config", "path", None, "Postfix configuration directory (postmap -c DIR)", "DIR"),
+    Option("dnsbl", "list", (), "refuse clients listed in this DNSBL zone (repeatable); off by default", "ZONE"),
+    Option("dnsbl-fail", "str", "open", "when a DNSBL lookup times out: open (authorise) or closed (refuse)",
+           "open|closed"),
+    Option("resolver", "str", None, "the DNS server for DNSBL lookups; default: the system's", "ADDR[:PORT]"),
     Option("log-level", "str", "info", f"how much to log: {', '.join(LOG_LEVELS)}", "LEVEL"),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
@@ -91,6 +95,9 @@ class Settings:
     postfix_map: tuple[str, ...]
     postfix_value: str
     postfix_config: str | None
+    dnsbl: tuple[str, ...]
+    dnsbl_fail: str
+    resolver: str | None
     log_level: str
     config: str | None = None
 
@@ -214,6 +221,11 @@ def _check(s: Settings) -> None:
         kind, colon, name = spec.partition(":")
         if not colon or not name or kind not in ("hash", "btree", "lmdb", "cdb", "texthash"):
             raise ConfigError(f"--postfix-map: {spec!r} is not TYPE:PATH with TYPE hash, btree, lmdb, cdb or texthash")
+    if s.dnsbl_fail not in ("open", "closed"):
+        raise ConfigError(f"--dnsbl-fail: {s.dnsbl_fail!r}; expected open or closed")
+    for zone in s.dnsbl:
+        if not re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})+\.?", zone):
+            raise ConfigError(f"--dnsbl: {zone!r} is not a DNS zone such as dnsbl.example.org")
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {s.log_level!r}; expected one of {', '.join(LOG_LEVELS)}")
     if MYNETWORKS not in s.never.split(","):
