@@ -239,3 +239,20 @@ def test_sigkill_mid_stream_every_login_acted_on_exactly_once(run: Callable[...,
     log = r.errors()
     for ip in ips:
         assert log.count(f"authorised {ip} ") == 1, ip
+
+
+def test_standard_input_as_the_journald_pipe(tmp_path: Path) -> None:
+    """journalctl -f -o short-iso -u dovecot | relaywatch run --log - ...: grants from the pipe,
+    and at its end a clean stop that keeps what was granted."""
+    rc = tmp_path / "relay-ctrl"
+    rc.mkdir()
+    now = time.time()
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now))
+    lines = [f"{iso} mx dovecot[812]: imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.77, lip=192.0.2.1, mpid=5",
+             FAILED.format(stamp=stamp(now), ip="203.0.113.77")]
+    done = subprocess.run([sys.executable, "-m", "logwatch", "run", "--log", "-", "--relay-ctrl-dir", str(rc),
+                           "--state", str(tmp_path / "state.json")],
+                          input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in rc.iterdir()} == {"192.0.2.77"}
+    assert "standard input ended" in done.stderr
