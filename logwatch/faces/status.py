@@ -1,0 +1,218 @@
+"""``relaywatch status``: print who may relay now, read from the files beside ``--state``.
+
+Reads, never writes: the state file (the grants), ``status.json`` (the daemon's health) and
+``events.jsonl`` (recent events), all published by the daemon for its viewers (see
+``logwatch.status``). So it needs only read permission, works while the daemon runs, and
+after it stopped (then it says so, and shows the grants as the daemon left them).
+
+``--json`` writes one object for scripts; its keys (times are seconds since the epoch)::
+
+    {"format": "relaywatch-status-view", "version": 1, "now", "state",
+     "daemon": {"running", "pid", "started", "updated"},       (null if it never ran)
+     "expire",                                                 (seconds, null if unknown)
+     "entries", "oldest",                                      (earliest first login, or null)
+     "sinks": [{"spec", "ok", "last_ok", "error", "backlog"}],
+     "pattern_sets": {"set": hits}, "logins_per_minute",
+     "grants": [{"ip", "name", "user", "service", "first", "last", "count", "until", "left"}]}
+
+``grants`` come soonest-to-expire first. ``name`` is the PTR name, or null (``--no-dns``,
+no PTR, or no answer within 1 s); ``left`` is ``until - now`` in seconds (negative once
+expired: a stopped daemon withdrew nothing); ``until`` and ``left`` are null when the
+daemon's ``--expire`` is unknown (no ``status.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from logwatch import ptr, state, status
+from logwatch.faces.views import GrantTable, Header, Snapshot, logins_per_minute, matched_sets, sort_grants
+from logwatch.model import Grant
+
+FORMAT = "relaywatch-status-view"
+VERSION = 1
+#: Events read for the header (logins per minute) and the TUI's feed.
+EVENTS = 200
+
+
+class UsageError(Exception):
+    """Bad usage or unreadable files: one line for standard error, exit status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``status`` (``tui`` shares all but ``--json``)."""
+    add_source_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="one JSON object for scripts (keys: see the README)")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--state``, ``--no-dns`` and ``--resolver``: what both viewers read and resolve."""
+    parser.add_argument("--state", metavar="FILE", required=True,
+                        help="the daemon's --state file; its directory holds status.json and events.jsonl")
+    parser.add_argument("--no-dns", action="store_true", help="do not look up the addresses' PTR names")
+    parser.add_argument("--resolver", metavar="ADDR[:PORT]", default=None,
+                        help="DNS server for PTR lookups (default: the system's, from /etc/resolv.conf)")
+
+
+@dataclass
+class _Seen:
+    key: tuple[tuple[int, int, int], ...] | None = None
+    value: Any = None
+
+
+class Reader:
+    """Reads snapshots from the files beside ``--state``, re-reading only files that changed.
+
+    Why: the TUI takes a snapshot twice a second, and the event journal can be a megabyte.
+
+    Args:
+        path: the ``--state`` file.
+
+    Raises:
+        UsageError: the directory does not exist, or holds neither a state file nor a status.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.directory = status.directory_of(path)
+        if not self.directory.is_dir():
+            raise UsageError(f"--state {path}: the directory {self.directory} does not exist")
+        if not self.path.exists() and not (self.directory / status.STATUS).exists():
+            raise UsageError(f"--state {path}: no such file, and no {status.STATUS} beside it "
+                             f"(is the daemon run with --state {path}?)")
+        self._state = _Seen()
+        self._status = _Seen()
+        self._events = _Seen()
+
+    def snapshot(self, now: float) -> Snapshot:
+        """What the files say at ``now``.
+
+        Raises:
+            UsageError: a file cannot be read (permission) or is not what the daemon writes.
+        """
+        grants: tuple[Grant, ...] = self._cached(self._state, [self.path], self._read_grants)
+        doc = self._cached(self._status, [self.directory / status.STATUS], self._read_status)
+        events = self._cached(self._events, [self.directory / status.JOURNAL, self.directory / (status.JOURNAL + ".1")],
+                              self._read_events)
+        expire = doc.get("expire") if doc else None
+        expire = float(expire) if isinstance(expire, (int, float)) and expire > 0 else None
+        if expire is not None:
+            grants = tuple(replace(g, until=g.last + expire) for g in grants)
+        running = bool(doc) and status.alive(doc)
+        return Snapshot(now, grants, expire, doc, running, events, str(self.path))
+
+    @staticmethod
+    def _cached(seen: _Seen, paths: list[Path], read: Callable[[], Any]) -> Any:
+        key = []
+        for p in paths:
+            try:
+                st = p.stat()
+                key.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                key.append((0, 0, 0))
+            except OSError:
+                key.append((-1, 0, 0))  # the read that follows says why, in one line
+        signature = tuple(key)
+        if seen.key != signature:
+            seen.value, seen.key = read(), signature
+        return seen.value
+
+    def _read_grants(self) -> tuple[Grant, ...]:
+        # state.read, not state.load: load renames an unreadable file aside, and a viewer
+        # must never move the daemon's files.
+        try:
+            return state.read(self.path)
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise UsageError(f"--state {self.path}: cannot read: {exc.strerror}") from None
+        except state.StateError as exc:
+            raise UsageError(f"--state {self.path}: {exc}") from None
+
+    def _read_events(self) -> tuple[dict[str, Any], ...]:
+        try:
+            return tuple(status.read_events(self.directory, EVENTS))
+        except OSError as exc:
+            raise UsageError(f"{exc.filename}: cannot read the daemon's events: {exc.strerror}") from None
+
+    def _read_status(self) -> dict[str, Any] | None:
+        try:
+            return status.read_status(self.directory)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def names_for(args: argparse.Namespace) -> ptr.PtrCache | None:
+    """The PTR cache the options ask for (None with ``--no-dns``).
+
+    Raises:
+        UsageError: ``--resolver`` is malformed, or there is no resolver to ask.
+    """
+    if args.no_dns:
+        return None
+    try:
+        return ptr.PtrCache(args.resolver)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def document(snap: Snapshot, names: dict[str, str | None] | None) -> dict[str, Any]:
+    """The ``--json`` object (keys in the module docstring)."""
+    doc = snap.status or {}
+    return {
+        "format": FORMAT, "version": VERSION, "now": snap.now, "state": snap.state,
+        "daemon": {"running": snap.running, "pid": doc.get("pid"), "started": doc.get("started"),
+                   "updated": doc.get("updated")} if snap.status else None,
+        "expire": snap.expire,
+        "entries": len(snap.grants),
+        "oldest": min((g.first for g in snap.grants), default=None),
+        "sinks": list(doc.get("sinks", [])),
+        "pattern_sets": dict(matched_sets(snap.status)),
+        "logins_per_minute": logins_per_minute(snap.events, snap.now),
+        "grants": [{"ip": g.ip, "name": (names or {}).get(g.ip), "user": g.user, "service": g.service,
+                    "first": g.first, "last": g.last, "count": g.count,
+                    "until": g.until if snap.expire else None,
+                    "left": round(g.until - snap.now, 3) if snap.expire else None}
+                   for g in sort_grants(snap.grants, "left")],
+    }
+
+
+def run(args: argparse.Namespace, console: Console | None = None, now: float | None = None) -> int:
+    """Print the header and the grants (or ``--json``); return 0, or 2 with one line on stderr."""
+    cache = None
+    try:
+        cache = names_for(args)
+        reader = Reader(args.state)
+        snap = reader.snapshot(time.time() if now is None else now)
+        found = None if cache is None else cache.wait([g.ip for g in snap.grants], ptr.MAX_TIMEOUT)
+    except UsageError as exc:
+        print(f"relaywatch status: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if cache is not None:
+            cache.close()
+    if args.json:
+        names = None if found is None else {ip: (n.name if n else None) for ip, n in found.items()}
+        out = json.dumps(document(snap, names), ensure_ascii=True, indent=1)
+        sys.stdout.write(out + "\n")
+        return 0
+    console = console or Console(highlight=False)
+    labels = None if found is None else {ip: ptr.label(n) for ip, n in found.items()}
+    console.print(Header(snap))
+    console.print(GrantTable(sort_grants(snap.grants, "left"), snap.now, snap.expire, labels))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _parser = argparse.ArgumentParser(prog="relaywatch status")
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))
