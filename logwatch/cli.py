@@ -5,6 +5,8 @@ meaning belongs to the module that uses it.
 
     relaywatch run [--config FILE] [options]       follow the log, publish the relay set
     relaywatch check-config [--config FILE] [options]
+    relaywatch status --state FILE [--json]          who may relay now
+    relaywatch tui --state FILE                      the same, live
     relaywatch --test-pattern [LINE ... | - | --file PATH] [options]
     relaywatch demo
 """
@@ -80,6 +82,12 @@ def _main_parser() -> _Parser:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", metavar="FILE", help="a TOML settings file; options given here override it")
         config.add_arguments(sub)
+    from logwatch.faces import status as status_face, tui as tui_face
+
+    for name, face, text in (("status", status_face, "show who may relay now (from the daemon's --state)"),
+                             ("tui", tui_face, "a live full-screen view of who may relay")):
+        sub = commands.add_parser(name, help=text, description=text)
+        face.add_arguments(sub)
     demo = commands.add_parser("demo", help="watch relaywatch work on the bundled sample log (no Dovecot, root or network)")
     demo.add_argument("--fast", action="store_true", help="replay quickly, with a 2 s expiry")
     return parser
@@ -111,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from logwatch.faces import demo
 
             return demo.run(gap=0.05, expire=2) if args.fast else demo.run()
+        if args.command in ("status", "tui"):
+            from logwatch.faces import status as status_face, tui as tui_face
+
+            return (status_face if args.command == "status" else tui_face).run(args)
         if args.command in ("run", "check-config"):
             return _run(args, check_only=args.command == "check-config")
         _main_parser().print_help()

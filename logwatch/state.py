@@ -136,6 +136,17 @@ def load(path: str | os.PathLike[str], now: float) -> Loaded:
     return Loaded(_replay(source, grants))
 
 
+def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
+    """The grants in ``path`` and its write-ahead log, for viewers: nothing is ever moved.
+
+    Raises:
+        FileNotFoundError: there is no state file (yet).
+        OSError, StateError: it cannot be read or is not a state file; the caller says so.
+    """
+    source = Path(path)
+    return _replay(source, _parse(source.read_bytes()))
+
+
 def restore(
     path: str | os.PathLike[str], ledger: Ledger, now: float
 ) -> tuple[tuple[Change, ...], str]:
