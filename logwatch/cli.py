@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("status", "tui"):
             from logwatch.faces import status as status_face, tui as tui_face
 
-            return (status_face if args.command == "status" else tui_face).run(args)
+            code: int = (status_face if args.command == "status" else tui_face).run(args)
+            return code
         if args.command in ("run", "check-config"):
             return _run(args, check_only=args.command == "check-config")
         _main_parser().print_help()

@@ -20,7 +20,8 @@ def stamp(at: float | None = None) -> str:
     return time.strftime("%b %e %H:%M:%S", time.localtime(at))
 
 
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = 30.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
+    """Poll ``condition`` until true; fail after ``deadline`` seconds (generous: a loaded 2-core CI)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if condition():

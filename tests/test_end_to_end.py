@@ -13,16 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import postfixlab
+from tests.daemonlab import wait_for
 from tests.dovecotlab import FORGED_IP, HOSTILE_BRACKET, HOSTILE_COMMA, DovecotLab, need_lab
 
-DEADLINE = 60.0
 
 
 def need_postfix() -> None:
@@ -43,15 +42,6 @@ def postfix() -> Iterator[postfixlab.PostfixLab]:
         lab.stop()
 
 
-def until(condition, what: str, deadline: float = DEADLINE) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("mode", ["file", "syslog"])
 def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: postfixlab.PostfixLab) -> None:
     need_lab(mode)  # type: ignore[arg-type]
@@ -67,7 +57,7 @@ def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: 
         with err.open("wb") as stderr:
             daemon = subprocess.Popen(args, stderr=stderr, stdin=subprocess.DEVNULL)
         try:
-            until(lambda: "first start" in err.read_text() or daemon.poll() is not None, "relaywatch to start")
+            wait_for(lambda: "first start" in err.read_text() or daemon.poll() is not None, "relaywatch to start")
             assert daemon.poll() is None, err.read_text()
             dovecot.login("imap", "alice", source="127.0.0.2")
             dovecot.login("pop3", "bob", source="127.0.0.3")
@@ -79,9 +69,9 @@ def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: 
             dovecot.abort("pop3", source="127.0.0.5")
             relayed = ["127.0.0.2", "127.0.0.3", "::1", "127.0.0.6", "127.0.0.7"]
             refused = ["127.0.0.4", "127.0.0.5", "127.0.0.8", "127.0.0.9"]
-            until(lambda: {p.name for p in relay_ctrl.iterdir()} == set(relayed), "the relay-ctrl files")
+            wait_for(lambda: {p.name for p in relay_ctrl.iterdir()} == set(relayed), "the relay-ctrl files")
             for source in relayed:
-                until(lambda: postfix.probe("hash", source)[0] == 250, f"{source} to relay")
+                wait_for(lambda: postfix.probe("hash", source)[0] == 250, f"{source} to relay")
             for source in refused:
                 code, text = postfix.probe("hash", source)
                 assert (code, "Relay access denied" in text) == (554, True), (source, code, text)

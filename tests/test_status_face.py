@@ -11,29 +11,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from logwatch.faces import status
+from tests.daemonlab import wait_for
 from tests.dnslab import PTR, DnsLab
 
 LOGIN = "{stamp} mx dovecot: {service}: Login: user=<{user}>, method=PLAIN, rip={ip}, lip=192.0.2.1, mpid=1, TLS"
 CLIENTS = (("192.0.2.7", "bob", "imap-login"), ("198.51.100.2", "eve", "pop3-login"),
            ("2001:db8::25", "alice", "imap-login"), ("192.0.2.99", "nobody", "imap-login"))
 LEFT = re.compile(r"\b(?:\d+m\d\ds|\d+s)\b")
-
-
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
-    """Poll ``condition`` until true; fail after ``deadline`` seconds (generous: a loaded 2-core CI)."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:
