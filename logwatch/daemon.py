@@ -408,10 +408,16 @@ class Daemon:
         if fixed:
             log.warning("reload: %s change(s) only with a restart", ", ".join(fixed))
         self.matcher = matcher
-        if ledger_changed:
-            self.ledger = fresh
         self.settings = new
         logging.getLogger().setLevel(new.log_level.upper())
+        if ledger_changed:
+            # A grant the new policy does not keep (now on the never-list, past the new cap
+            # or the new expiry) must leave the sinks too, not only the ledger.
+            now = self._clock()
+            gone = [Change(DROP, g, "reload") for g in self.ledger.grants() if g.ip not in fresh]
+            self.ledger = fresh
+            self.publish(gone, now)
+            self._state_dirty = True
         log.info("reloaded: pattern sets %s", ", ".join(p.name for p in matcher.sets))
 
     def shutdown(self) -> None:

@@ -183,3 +183,28 @@ def test_standard_input_as_the_journald_pipe(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert {p.name for p in rc.iterdir()} == {"192.0.2.77"}
     assert "standard input ended" in done.stderr
+
+
+def test_reload_withdraws_what_the_new_policy_refuses(tmp_path: Path) -> None:
+    """SIGHUP with a wider --never: a client now on the list leaves the sinks at once."""
+    log, rc, conf = tmp_path / "mail.log", tmp_path / "rc", tmp_path / "relaywatch.toml"
+    log.touch()
+    rc.mkdir()
+    conf.write_text(f'log = "{log}"\nrelay-ctrl-dir = "{rc}"\nnever = "127.0.0.0/8"\n')
+    err = (tmp_path / "err").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "logwatch", "run", "--config", str(conf)], stderr=err)
+    try:
+        errors = lambda: (tmp_path / "err").read_text()  # noqa: E731
+        wait_for(lambda: "first start" in errors(), "relaywatch to start")
+        with log.open("a") as f:
+            f.write(LOGIN.format(stamp=stamp(), user="bob", ip="192.0.2.7") + "\n")
+            f.write(LOGIN.format(stamp=stamp(), user="eve", ip="198.51.100.9") + "\n")
+        wait_for(lambda: {p.name for p in rc.iterdir()} == {"192.0.2.7", "198.51.100.9"}, "both grants")
+        conf.write_text(f'log = "{log}"\nrelay-ctrl-dir = "{rc}"\nnever = "127.0.0.0/8,192.0.2.0/24"\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: {p.name for p in rc.iterdir()} == {"198.51.100.9"}, "192.0.2.7 to be withdrawn")
+        assert "withdrawn 192.0.2.7 (imap-login, user=<bob>): reload" in errors()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+        err.close()
