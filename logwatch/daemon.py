@@ -255,7 +255,12 @@ class Daemon:
         moved = bool(batches)
         for batch in batches:
             for line in batch.lines:
-                changes.extend(self.handle(line, now))
+                try:
+                    changes.extend(self.handle(line, now))
+                except Exception as exc:  # a bug must not turn one odd line into a crash loop
+                    self._report.say("line", logging.ERROR, "internal error on a log line, skipped (please "
+                                     "report it with the line): %s: %s: %r", type(exc).__name__, exc,
+                                     line[:300], now=now)
         if self.gate is not None:
             for decision in self.gate.ready(now):
                 for event in self._parked.pop(decision.ip, []):
