@@ -10,6 +10,7 @@ successful login relays, no other source does, and 6.6.6.6 reaches no sink.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,3 +88,4 @@ def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: 
     assert f"authorised 127.0.0.7 (pop3-login, user=<{HOSTILE_COMMA}>)" in log
     for source in relayed:
         assert f"authorised {source} " in log
+    assert re.search(rf"{re.escape(spec)}: rebuilt with \d+ client\(s\) in \d+ ms", log)

@@ -188,6 +188,7 @@ class PostfixMapSink:
                 assert self._queued is not None
                 generation, rows = self._queued
                 self._queued = None
+            started = time.monotonic()
             try:
                 self._build(rows)
             except BuildError as error:
@@ -203,6 +204,8 @@ class PostfixMapSink:
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_initial
+            log.info("%s: rebuilt with %d client(s) in %.0f ms", self.spec, len(rows),
+                     (time.monotonic() - started) * 1000)
             with self._cond:
                 self._published = max(self._published, generation)
                 self.last_error = ""
