@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-#: ``run``, a fixture that starts ``relaywatch run`` processes (tests/daemonlab.py).
-pytest_plugins = ("tests.daemonlab",)
+#: Fixtures: ``run`` starts ``relaywatch run`` processes (tests/daemonlab.py), ``dovecot_lab``
+#: a private Dovecot (tests/dovecotlab.py).
+pytest_plugins = ("tests.daemonlab", "tests.dovecotlab")
 
 ROOT = Path(__file__).resolve().parent.parent
 #: ``../shared`` beside the checkout: the real-log corpus and the log generator.

@@ -28,7 +28,6 @@ from logwatch.matcher import Matcher, Verdict
 from logwatch.sources.lines import LineSplitter, decode_batch
 from tests.dovecotlab import (FORGED_IP, HOSTILE_BRACKET, HOSTILE_COMMA, INJECTED, Attempt,
                               DovecotLab, LogMode, need_lab, processes_in_group)
-from tests.dovecotlab import dovecot_lab  # noqa: F401  (a fixture: pytest finds it by name)
 
 MODES: list[LogMode] = ["file", "syslog"]
 HOSTILE = (HOSTILE_BRACKET, HOSTILE_COMMA)

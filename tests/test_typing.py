@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -12,9 +13,7 @@ from tests.conftest import ROOT
 
 
 def test_mypy_strict() -> None:
-    try:
-        import mypy  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("mypy") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI installs the dev extra, which has mypy")
         pytest.skip("mypy is not installed (pip install -e '.[dev]')")
