@@ -23,6 +23,7 @@ from logwatch.durations import format_duration, parse_duration
 from logwatch.ledger import DEFAULT_EXPIRE, DEFAULT_MAX_ENTRIES
 from logwatch.matcher import DEFAULT_SERVICES
 from logwatch.postfix import MYNETWORKS
+from logwatch.sinks.postfixmap import SUFFIXES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -219,13 +220,21 @@ def _check(s: Settings) -> None:
         raise ConfigError("no sink: give --relay-ctrl-dir DIR and/or --postfix-map TYPE:PATH")
     for spec in s.postfix_map:
         kind, colon, name = spec.partition(":")
-        if not colon or not name or kind not in ("hash", "btree", "lmdb", "cdb", "texthash"):
-            raise ConfigError(f"--postfix-map: {spec!r} is not TYPE:PATH with TYPE hash, btree, lmdb, cdb or texthash")
+        if not colon or not name or kind not in SUFFIXES:
+            raise ConfigError(f"--postfix-map: {spec!r} is not TYPE:PATH with TYPE {', '.join(SUFFIXES)}")
     if s.dnsbl_fail not in ("open", "closed"):
         raise ConfigError(f"--dnsbl-fail: {s.dnsbl_fail!r}; expected open or closed")
-    for zone in s.dnsbl:
-        if not re.fullmatch(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})+\.?", zone):
-            raise ConfigError(f"--dnsbl: {zone!r} is not a DNS zone such as dnsbl.example.org")
+    if s.dnsbl or s.resolver:
+        from logwatch.dnsbl import parse_zone  # dnspython only when DNS is asked for
+        from logwatch.ptr import parse_server
+
+        try:
+            for zone in s.dnsbl:
+                parse_zone(zone)
+            if s.resolver:
+                parse_server(s.resolver)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {s.log_level!r}; expected one of {', '.join(LOG_LEVELS)}")
     if MYNETWORKS not in s.never.split(","):

@@ -51,6 +51,8 @@ def test_command_line_overrides_the_file() -> None:
     ("log = 5", "f.toml:1: log: expected a string or a list of strings"),
     ('log-level = "loud"', "--log-level: 'loud'; expected one of debug, info, warning, error"),
     ('never = "10.0.0.0/33"', "--never: '10.0.0.0/33' is not a network"),
+    ('dnsbl = ["bad zone"]', "--dnsbl: 'bad zone' is not a DNS zone"),
+    ('resolver = "dns.example.test"', "--resolver: 'dns.example.test' is not ADDR[:PORT]"),
 ])
 def test_mistakes_name_file_line_and_key(text: str, message: str) -> None:
     body = ('log = "/var/log/dovecot.log"\n' if not text.startswith("log =") else "") + text + '\nrelay-ctrl-dir = "/rc"\n'
