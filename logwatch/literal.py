@@ -2,13 +2,13 @@
 
 Pure: regular-expression source in, its ``Head`` out. ``matcher`` uses it twice:
 
-- to dispatch on the message's first word (a pattern that begins with the word
-  ``Login`` followed by a non-letter can only match a message whose first word is
-  ``Login``), so a line meets a handful of patterns, not all of them;
+- to find, in the same C call that parses the prefix, the first pattern that can match:
+  a pattern can only match a message that begins with its fixed text, so when no
+  pattern's fixed text fits, none can match, and a line meets one or two patterns, not
+  all of them;
 - to skip the regex engine where the answer is already known: a pattern that is fixed text
   followed by ``.*`` (the shape of every "ignored" pattern we ship) fullmatches a line
-  without newlines exactly when the line continues with that text; and when no pattern's
-  fixed text fits, none can match.
+  without newlines exactly when the line continues with that text.
 
 Every answer here errs towards "not certain" (an empty head), which only costs speed: the
 regex then decides, as it would without this module. The tests compare both ways.
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 _META = frozenset(".^$*+?{}[]\\|()")
 _QUANTIFIERS = frozenset("*+?{")
 _INLINE_FLAGS = re.compile(r"\(\?[a-zA-Z]*[aiLmsuxfbeprwV0-9][a-zA-Z0-9]*[:)]")
-_LETTERS = re.compile(r"[A-Za-z]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +41,6 @@ class Head:
         """True if the pattern is ``text`` followed by ``.*``: any line that continues
         with ``text`` (and has no newline) matches it all."""
         return self.rest == ".*"
-
-    @property
-    def word(self) -> str | None:
-        """The first word (letters) of every message the pattern can match, if certain."""
-        letters = _LETTERS.match(self.text)
-        if letters is None:
-            return None
-        if letters.end() < len(self.text) or self.rest == "":
-            return letters.group()  # a non-letter follows, or the message is this text
-        return None
 
 
 def head(source: str) -> Head:

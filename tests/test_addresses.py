@@ -34,7 +34,9 @@ def test_cache_is_bounded() -> None:
     cache = NormaliseCache(size=3)
     for i in range(10):
         assert cache(f"192.0.2.{i}") == f"192.0.2.{i}"
-    assert len(cache._memo) <= 3
+        assert cache[f"192.0.2.{i}"] == f"192.0.2.{i}"
+        assert len(cache) <= 3
+    assert cache["192.0.2.300"] is None and len(cache) <= 3
 
 
 def test_default_never_list() -> None:

@@ -37,7 +37,8 @@ def test_fail2ban_sample_log_authorises_nothing() -> None:
 
 @pytest.mark.parametrize("fmt, seed", [("mixed", 1), ("mixed", 7), ("syslog", 2), ("logpath", 3), ("rfc3339", 4), ("iso", 5)])
 def test_generator_truth(fmt: str, seed: int) -> None:
-    """Every login the generator wrote is found with its address, user and service; no other."""
+    """Every login the generator wrote is found with its address, user and service; no other.
+    The counting path (``classify``) decides every line as ``match`` does."""
     tool = need_shared() / "tools" / "gen-dovecot-log.py"
     args = [sys.executable, str(tool), "--lines", "20000", "--format", fmt, "--seed", str(seed)]
     log = subprocess.run(args, check=True, capture_output=True, text=True).stdout.split("\n")
@@ -50,4 +51,5 @@ def test_generator_truth(fmt: str, seed: int) -> None:
         verdict = MATCHER.match(line)
         if verdict.result == "login":
             found[number] = (verdict.ip, verdict.user, verdict.service)
+        assert MATCHER.classify(line) == (verdict.result, verdict.pattern_set, verdict.pattern), line
     assert found == expected

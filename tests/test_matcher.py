@@ -89,8 +89,7 @@ def _brute(line: str) -> Verdict:
         for pattern in pattern_set.patterns:
             one = Matcher([pattern_set.__class__(pattern_set.name, "x", ("x",), (pattern,), (), True)])
             verdict = one.match(line)
-            if verdict.result != "nomatch" or regex.fullmatch(prefix.SOURCE.replace("(?P<word>", "(?:")
-                                                              .replace("(?P<ts1>", "(?:").replace("(?P<ts2>", "(?:")
+            if verdict.result != "nomatch" or regex.fullmatch(prefix.SOURCE.replace("(?P<ts1>", "(?:").replace("(?P<ts2>", "(?:")
                                                               .replace("(?P<ts3>", "(?:")
                                                               .replace("(?P<service", "(?P<s") + "(?:" + pattern.regex + ")",
                                                               line) is not None:
@@ -106,6 +105,36 @@ def test_dispatch_equals_trying_every_pattern() -> None:
         lines += (corpus / name).read_bytes().decode("utf-8", "replace").split("\n")
     for line in lines:
         assert MATCHER.match(line) == _brute(line), line
+
+
+INFO_FIRST = '''
+name = "info-first"
+covers = ["a test: a pattern that begins where the prefix may end"]
+[pattern.info]
+result = "ignored"
+regex = 'Info: .*'
+[[sample]]
+line = 'Jun 10 12:00:00 mx dovecot: imap-login: Info: Info: x'
+result = "ignored"
+pattern = "info"
+why = "the message begins with Info:"
+'''
+
+
+def test_the_prefix_is_parsed_as_on_its_own_whatever_the_patterns() -> None:
+    """The prefix and the patterns' fixed text are one ``re`` call; the prefix is atomic in
+    it, so no pattern can make the engine re-read the prefix (here: leave ``Info: `` to the
+    message) to find a parse that suits it."""
+    info_first = Matcher([patternset.parse(INFO_FIRST, "info-first.toml")])
+    assert info_first.match("Jun 10 12:00:00 mx dovecot: imap-login: Info: Info: x").result == "ignored"
+    assert info_first.match("Jun 10 12:00:00 mx dovecot: imap-login: Info: Login: x").result == "nomatch"
+
+
+def test_fixed_text_then_anything_never_spans_a_newline() -> None:
+    line = "Jun 10 12:00:00 mx dovecot: imap-login: Disconnected: Inactivity"
+    assert MATCHER.match(line).result == "ignored"
+    assert MATCHER.match(line + "\nx").result == "nomatch"  # ``.*`` stops at a newline
+    assert MATCHER.classify(line + "\nx")[0] == "nomatch"
 
 
 CATASTROPHIC = '''
