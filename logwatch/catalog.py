@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from logwatch import patternset, samples
+from logwatch import patternset
 from logwatch.patternset import PatternSet, PatternSetError
 
 
@@ -26,6 +26,8 @@ def select(names: Sequence[str] = (), directories: Sequence[str | os.PathLike[st
             two sets with one name, or a name that no set has.
     """
     own: list[PatternSet] = []
+    if directories:
+        from logwatch import samples  # only an admin's sets are checked at load
     for directory in directories:
         for pattern_set in patternset.load_dir(directory):
             failures = samples.check(pattern_set)

@@ -24,7 +24,7 @@ import pytest
 
 from logwatch import checkpoint
 from logwatch.sources import Batch, LineSource
-from logwatch.sources.stream import StdinSource
+from logwatch.sources.stdin import StdinSource
 from logwatch.sources.tail import Tail, open_source
 
 DEADLINE = 60.0

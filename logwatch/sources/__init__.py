@@ -1,6 +1,6 @@
 """Sources of log lines: what a batch is, and the protocol every source follows.
 
-Two sources exist: ``tail.Tail`` follows files across rotation; ``stream.StdinSource``
+Two sources exist: ``tail.Tail`` follows files across rotation; ``stdin.StdinSource``
 reads standard input (``--log -``). ``stream.batches`` also replays a file once, for
 ``--test-pattern``. ``tail.open_source`` picks one for the ``--log`` arguments.
 """
@@ -8,9 +8,10 @@ reads standard input (``--log -``). ``stream.batches`` also replays a file once,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from logwatch.checkpoint import FilePosition, LogCheckpoint
+if TYPE_CHECKING:  # only named in annotations; a replay (--test-pattern) never loads them
+    from logwatch.checkpoint import FilePosition, LogCheckpoint
 
 
 @dataclass(frozen=True, slots=True)

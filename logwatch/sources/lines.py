@@ -16,6 +16,8 @@ the line still counts, so line numbers stay true.
 
 from __future__ import annotations
 
+import re
+
 #: Bytes of a line that are examined. Dovecot truncates user names and fields long before
 #: this, so no real login line is ever cut.
 DEFAULT_CAP = 16384
@@ -104,19 +106,18 @@ class LineSplitter:
             first = self._cap_one(first)
         if first.find(needle) >= 0:
             found.append(first)
-        find, rfind = data.find, data.rfind
-        pos = find(needle, first_end + 1, end)
-        while pos >= 0:
+        rfind = data.rfind
+        # Each match runs from a needle to the end of its line, so the search goes on
+        # from the next line: a line with the needle twice is found once.
+        for hit in re.compile(re.escape(needle) + b"[^\n]*").finditer(data, first_end + 1, end):
+            pos, stop = hit.span()
             start = rfind(b"\n", 0, pos) + 1
-            stop = find(b"\n", pos)
             line = data[start:stop]
             if stop - start > cap:
                 line = self._cap_one(line)  # only the kept part can ever match
                 if line.find(needle) < 0:
-                    line = b""
-            if line:
-                found.append(line)
-            pos = find(needle, stop + 1, end)
+                    continue
+            found.append(line)
         self._hold(data[end + 1:])
         return count, found
 

@@ -44,7 +44,7 @@ from logwatch.checkpoint import FilePosition, LogCheckpoint
 from logwatch.reporter import Reporter
 from logwatch.sources import Batch, LineSource
 from logwatch.sources.lines import DEFAULT_CAP, LineSplitter, decode_batch
-from logwatch.sources.stream import StdinSource
+from logwatch.sources.stdin import StdinSource
 
 log = logging.getLogger("relaywatch.tail")
 
