@@ -4,11 +4,12 @@ One thread runs the loop (the Postfix sink rebuilds in a thread of its own)::
 
     batch of lines --match--> LoginEvent --ledger.grant--> Changes --> every sink, commit
     timer (next expiry, at least once a second) --ledger.expire--> Changes --> sinks
-    then, at most once a second: state file (the ledger), then log checkpoints
+    then, at most once a second: the state (write-ahead log synced, or the state file
+    rewritten, see ``state.rewrite_due``), then log checkpoints
 
-The order is the guarantee: sinks commit before the state is saved, and the state before
-the checkpoints, so after a SIGKILL a line is read twice (a harmless renewal) rather than
-a grant lost. A sink that fails keeps its backlog and is retried with backoff; the ledger
+The order is the guarantee: every grant is in the state's write-ahead log before a sink
+sees it, and the state is durable before the checkpoints, so after a SIGKILL or a power
+cut a line is read twice (a harmless renewal) rather than a grant lost. A sink that fails keeps its backlog and is retried with backoff; the ledger
 never forgets a grant because a sink is down.
 """
 
@@ -41,7 +42,7 @@ from logwatch.status import KINDS, Publisher, directory_of, hits_document
 
 log = logging.getLogger("relaywatch")
 
-#: Seconds between saves of the state file and the checkpoints, at most.
+#: Seconds between saves of the state and the checkpoints, at most.
 SAVE_EVERY = 1.0
 #: Longest wait in the loop: signals and expiry are looked at least this often.
 TICK = 1.0
@@ -117,6 +118,13 @@ class Daemon:
         self.source: LineSource | None = None
         self._state_dirty = False
         self._saved_at = 0.0
+        #: Grants changed since the state file was last written whole, and what the
+        #: write-ahead log holds since then (see ``state.rewrite_due``).
+        self._unwritten = False
+        self._rewritten_at = clock()
+        self._wal_bytes = 0
+        self._wal_unsynced = False
+        self._wal_failed = False
         self.started = clock()
         self.counts: Counter[str] = Counter()
         self.hits: Counter[tuple[str, str]] = Counter()
@@ -171,6 +179,13 @@ class Daemon:
                 log.warning("%s", warning)
             if restored:
                 log.info("restored %d grant(s) from %s", len(restored), s.state)
+            try:  # a log left by a crash is folded into the state file within a minute
+                self._wal_bytes = state.wal_path(s.state).stat().st_size
+            except OSError:
+                self._wal_bytes = 0
+            self._unwritten = self._wal_bytes > 0
+            if not Path(s.state).exists():
+                self._rewritten_at = float("-inf")  # a first start writes it with the first grant
         for outlet in self.outlets:
             outlet.send(restored, now, self._report)
             if outlet.failing:
@@ -272,9 +287,10 @@ class Daemon:
                              "those lines were left to the other sets", self.matcher.timeouts, now=now)
             self.matcher.timeouts = 0
         if changes:
-            self._state_dirty = True
+            self._state_dirty = self._unwritten = True
         self._positions_owed |= moved
-        if (self._state_dirty or self._positions_owed) and now - self._saved_at >= SAVE_EVERY:
+        rewrite_owed = self._unwritten and now - self._rewritten_at >= state.REWRITE_EVERY
+        if (self._state_dirty or self._positions_owed or rewrite_owed) and now - self._saved_at >= SAVE_EVERY:
             self.save(now)
 
     def handle(self, line: str, now: float) -> tuple[Change, ...]:
@@ -327,8 +343,11 @@ class Daemon:
         sink has seen is never one the state has not."""
         if self.settings.state and changes:
             try:
-                state.append(self.settings.state, [c.grant for c in changes if c.kind != DROP])
+                added = state.append(self.settings.state, [c.grant for c in changes if c.kind != DROP])
+                self._wal_bytes += added
+                self._wal_unsynced |= added > 0
             except OSError as exc:
+                self._wal_failed = True  # so the next save rewrites the state file first
                 self._report.say("wal", logging.WARNING, "cannot append to %s: %s",
                                  state.wal_path(self.settings.state), exc.strerror or exc, now=now)
         for change in changes:
@@ -348,14 +367,21 @@ class Daemon:
             outlet.send(changes, now, self._report)
 
     def save(self, now: float, running: bool = True) -> None:
-        """State file first (the ledger), then the log checkpoints: see the module docstring.
-        Then what viewers read: the events of this second and the status."""
+        """The state first (the ledger: the state file rewritten when ``state.rewrite_due``,
+        else the write-ahead log synced), then the log checkpoints: see the module
+        docstring. Then what viewers read: the events of this second and the status."""
         assert self.source is not None
         s = self.settings
         if s.state:
             try:
-                if self._state_dirty:
+                if self._unwritten and state.rewrite_due(now, self._rewritten_at, self._wal_bytes,
+                                                         self._wal_failed, stopping=not running):
                     state.save(s.state, self.ledger.grants(), now)
+                    self._unwritten = self._wal_unsynced = self._wal_failed = False
+                    self._rewritten_at, self._wal_bytes = now, 0
+                elif self._wal_unsynced:
+                    state.sync_wal(s.state)
+                    self._wal_unsynced = False
                 state_dir = str(Path(s.state).resolve().parent)
                 # A login still waiting for its DNSBL decision is owed: do not move past it.
                 if not self._parked:
@@ -422,7 +448,7 @@ class Daemon:
             gone = [Change(DROP, g, "reload") for g in self.ledger.grants() if g.ip not in fresh]
             self.ledger = fresh
             self.publish(gone, now)
-            self._state_dirty = True
+            self._state_dirty = self._unwritten = True
         log.info("reloaded: pattern sets %s", ", ".join(p.name for p in matcher.sets))
 
     def shutdown(self) -> None:

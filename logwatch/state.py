@@ -1,4 +1,5 @@
-"""Keep the ledger across restarts in ``--state FILE``: write it whole and atomically, read it back.
+"""Keep the ledger across restarts in ``--state FILE`` (written whole and atomically, now and
+then) and ``FILE.wal`` (each grant appended as it is made); read them back.
 
 Why: without it a restart forgets every client still owed relay (they would be refused until
 their next login), and a crash mid-write must never leave a half file that loses them all.
@@ -30,6 +31,11 @@ MODE = 0o640
 FORMAT = "relaywatch-state"
 VERSION = 1
 FIELDS = ("ip", "user", "service", "first", "last", "count")
+#: The state file is rewritten whole (folding in and emptying the write-ahead log) at most
+#: this often while grants change, in seconds; ...
+REWRITE_EVERY = 60.0
+#: ... or sooner, once the write-ahead log has grown this large (bytes).
+REWRITE_WAL_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,31 +76,63 @@ def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> N
         pass
 
 
+def rewrite_due(now: float, rewritten_at: float, wal_bytes: int, wal_failed: bool, stopping: bool) -> bool:
+    """Whether grants changed since the state file was last written should be written now.
+
+    Why not every second: the file holds every grant (7 MB at 100,000), while the
+    write-ahead log already holds each change and costs one small append. So the file is
+    rewritten once a minute, when the log has grown past ``REWRITE_WAL_BYTES``, when an
+    append failed (a grant then exists only in memory), and at stop.
+    """
+    return stopping or wal_failed or wal_bytes >= REWRITE_WAL_BYTES or now - rewritten_at >= REWRITE_EVERY
+
+
 def wal_path(path: str | os.PathLike[str]) -> Path:
     """The write-ahead log beside the state file: ``FILE.wal``."""
     return Path(f"{path}.wal")
 
 
-def append(path: str | os.PathLike[str], grants: Iterable[Grant]) -> None:
-    """Record ``grants`` in the write-ahead log before they are published.
+def append(path: str | os.PathLike[str], grants: Iterable[Grant]) -> int:
+    """Record ``grants`` in the write-ahead log before they are published; return the
+    bytes appended.
 
-    Why: the state file is rewritten at most once a second (it holds every grant). A grant
-    published in between and then lost to a SIGKILL would be granted a second time when
-    its line is read again; with it in the log, ``load`` has it, and the line read again is
-    a renewal that changes nothing. One append per batch, no fsync: a killed process loses
-    nothing the kernel already has (a power cut may lose the last second, and then a line
-    is acted on twice, never not at all).
+    Why: the state file is rewritten seldom (it holds every grant; see ``rewrite_due``). A
+    grant published in between and then lost to a SIGKILL would be granted a second time
+    when its line is read again; with it in the log, ``load`` has it, and the line read
+    again is a renewal that changes nothing. One append per batch, no fsync here: a killed
+    process loses nothing the kernel already has, and ``sync_wal`` makes it durable before
+    any log position past it is saved.
 
     Raises:
-        OSError: as for ``save``; the caller goes on (it only costs exactly-once).
+        OSError: as for ``save``; the caller must then rewrite the state file before it
+            saves a log position past these grants.
     """
     rows = b"".join(json.dumps([g.ip, g.user, g.service, g.first, g.last, g.count], ensure_ascii=True,
                                separators=(",", ":")).encode("ascii") + b"\n" for g in grants)
     if not rows:
-        return
+        return 0
     fd = os.open(wal_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, MODE)
     try:
-        os.write(fd, rows)
+        written = 0
+        while written < len(rows):  # a short write (a full disk) raises on the next call
+            written += os.write(fd, rows[written:])
+    finally:
+        os.close(fd)
+    return written
+
+
+def sync_wal(path: str | os.PathLike[str]) -> None:
+    """Make what was appended to the write-ahead log durable (a power cut keeps it).
+
+    Raises:
+        OSError: it could not be opened or synced; the caller saves no log position.
+    """
+    try:
+        fd = os.open(wal_path(path), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # a rewrite of the state file emptied it, or nothing was appended
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -118,33 +156,49 @@ def _replay(path: Path, grants: tuple[Grant, ...]) -> tuple[Grant, ...]:
 
 
 def load(path: str | os.PathLike[str], now: float) -> Loaded:
-    """Read the grants saved in ``path``.
+    """Read the grants saved in ``path`` and its write-ahead log.
 
     A missing file is a first start: no grants, no warning. Anything else that cannot be
     read or parsed is renamed to ``FILE.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``) and
-    reported in ``Loaded.warning``.
+    reported in ``Loaded.warning``; so is a write-ahead log that cannot be read.
     """
     source = Path(path)
+    warnings = []
     try:
-        data = source.read_bytes()
-        grants = _parse(data)
+        grants = _parse(source.read_bytes())
     except FileNotFoundError:
-        return Loaded(_replay(source, ()))
+        grants = ()
     except (OSError, StateError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        return Loaded(_replay(source, ()), _set_aside(source, now, reason))
-    return Loaded(_replay(source, grants))
+        grants = ()
+        warnings.append(_set_aside(source, now, _reason(error), f"--state {source}", "starting with no grants"))
+    try:
+        grants = _replay(source, grants)
+    except OSError as error:
+        wal = wal_path(source)
+        warnings.append(_set_aside(wal, now, _reason(error), str(wal),
+                                   "the grants made since the state file was written are not restored"))
+    return Loaded(grants, "; ".join(warnings))
+
+
+def _reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
 def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
     """The grants in ``path`` and its write-ahead log, for viewers: nothing is ever moved.
 
     Raises:
-        FileNotFoundError: there is no state file (yet).
+        FileNotFoundError: there is neither a state file nor a write-ahead log (yet).
         OSError, StateError: it cannot be read or is not a state file; the caller says so.
     """
     source = Path(path)
-    return _replay(source, _parse(source.read_bytes()))
+    try:
+        data = source.read_bytes()
+    except FileNotFoundError:
+        if not wal_path(source).exists():
+            raise
+        return _replay(source, ())  # killed before its first state file: the log has it all
+    return _replay(source, _parse(data))
 
 
 def restore(
@@ -189,13 +243,10 @@ def _rows(rows: list[object]) -> tuple[Grant, ...]:
     return tuple(grants)
 
 
-def _set_aside(source: Path, now: float, reason: str) -> str:
-    """Rename an unusable state file out of the way; return the one line that says so."""
+def _set_aside(source: Path, now: float, reason: str, name: str, consequence: str) -> str:
+    """Rename an unusable file out of the way; return the one line that says so."""
     try:
         aside = atomic.set_aside(source, now)
     except OSError as error:
-        return (
-            f"--state {source}: unreadable ({reason}); could not set it aside "
-            f"({error.strerror}); starting with no grants"
-        )
-    return f"--state {source}: unreadable ({reason}); moved to {aside}; starting with no grants"
+        return f"{name}: unreadable ({reason}); could not set it aside ({error.strerror}); {consequence}"
+    return f"{name}: unreadable ({reason}); moved to {aside}; {consequence}"

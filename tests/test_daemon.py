@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from logwatch import checkpoint, state
 from tests.daemonlab import FAILED, LOGIN, Run, stamp, wait_for
 
 def test_login_grants_failure_does_not_and_expiry_withdraws(run: Callable[..., Run]) -> None:
@@ -44,6 +45,48 @@ def test_sigkill_loses_no_grant_and_reads_what_came_meanwhile(run: Callable[...,
     grants = json.loads(r.state.read_text())["grants"]
     assert sorted(g[0] for g in grants) == sorted(expected)
     assert r.errors().count("authorised 198.51.100.1 ") == 1  # acted on exactly once
+
+
+def _read_up_to_the_end(r: Run) -> bool:
+    """The daemon saved a log position at the end of the log (so its state was saved too)."""
+    saved = checkpoint.load(r.state.parent, str(r.log))
+    return saved is not None and saved.files[-1].offset == r.log.stat().st_size
+
+
+def test_state_file_is_rewritten_seldom_and_the_write_ahead_log_holds_the_rest(run: Callable[..., Run]) -> None:
+    """Between rewrites of the state file (it holds every grant), each grant is only
+    appended to FILE.wal, and synced before any log position past it is saved: what is
+    read there (viewers, a restart) is the whole ledger. A stop rewrites the file."""
+    r = run()
+    r.start()
+    r.write(LOGIN.format(stamp=stamp(), user="alice", ip="192.0.2.10"))
+    wait_for(lambda: r.state.exists() and "192.0.2.10" in r.state.read_text(), "the first state file")
+    first = r.state.read_bytes()
+    r.write(LOGIN.format(stamp=stamp(), user="bob", ip="192.0.2.11"))
+    r.write(LOGIN.format(stamp=stamp(), user="carol", ip="192.0.2.12"))
+    wait_for(lambda: r.granted() == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}, "the grants")
+    wait_for(lambda: _read_up_to_the_end(r), "the log position after them")
+    assert r.state.read_bytes() == first  # not rewritten for two grants within the minute
+    wal = state.wal_path(r.state).read_text()
+    assert "192.0.2.11" in wal and "192.0.2.12" in wal
+    assert {g.ip for g in state.read(r.state)} == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    assert r.stop() == 0
+    assert {g[0] for g in json.loads(r.state.read_text())["grants"]} == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    assert state.wal_path(r.state).read_bytes() == b""
+
+
+def test_a_write_ahead_log_that_cannot_be_written_has_the_state_file_rewritten_at_once(
+        run: Callable[..., Run]) -> None:
+    """A grant that could not be appended exists only in memory: the next save rewrites the
+    state file rather than waiting for the minute."""
+    r = run()
+    state.save(r.state, [], time.time())
+    r.start()
+    state.wal_path(r.state).mkdir()  # cannot be opened for appending, even by root
+    r.write(LOGIN.format(stamp=stamp(), user="alice", ip="192.0.2.10"))
+    wait_for(lambda: "192.0.2.10" in r.state.read_text(), "the state file", deadline=0.5 * state.REWRITE_EVERY)
+    assert "cannot append to" in r.errors()
+    assert r.granted() == {"192.0.2.10"}
 
 
 def test_catch_up_skips_logins_older_than_expire(run: Callable[..., Run]) -> None:

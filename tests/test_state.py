@@ -113,6 +113,29 @@ def test_unreadable_path_is_set_aside_too(tmp_path: Path) -> None:
     assert loaded.grants == () and "unreadable" in loaded.warning
 
 
+@pytest.mark.parametrize("since, wal_bytes, failed, stopping, due", [
+    (1.0, 100, False, False, False),                        # a busy second: the log is enough
+    (state.REWRITE_EVERY - 1, 100, False, False, False),
+    (state.REWRITE_EVERY, 100, False, False, True),          # once a minute
+    (1.0, state.REWRITE_WAL_BYTES, False, False, True),     # the log has grown large
+    (1.0, 0, True, False, True),                            # a grant is only in memory
+    (1.0, 0, False, True, True),                            # at stop
+])
+def test_when_the_state_file_is_rewritten(since: float, wal_bytes: int, failed: bool, stopping: bool,
+                                           due: bool) -> None:
+    assert state.rewrite_due(T0 + since, T0, wal_bytes, failed, stopping) is due
+
+
+def test_unreadable_write_ahead_log_is_set_aside_and_the_file_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    state.save(path, [Grant("192.0.2.1", "u", "imap-login", T0, T0, 1, T0)], T0)
+    state.wal_path(path).mkdir()
+    loaded = state.load(path, now=T0)
+    assert [g.ip for g in loaded.grants] == ["192.0.2.1"]
+    assert loaded.warning.startswith(f"{state.wal_path(path)}: unreadable (") and "\n" not in loaded.warning
+    assert not state.wal_path(path).exists()
+
+
 def test_failed_save_leaves_no_temp(tmp_path: Path) -> None:
     """The rename fails (the target is a non-empty directory): nothing is left behind."""
     path = tmp_path / "s"

@@ -99,7 +99,8 @@ class Reader:
         Raises:
             UsageError: a file cannot be read (permission) or is not what the daemon writes.
         """
-        grants: tuple[Grant, ...] = self._cached(self._state, [self.path], self._read_grants)
+        grants: tuple[Grant, ...] = self._cached(self._state, [self.path, state.wal_path(self.path)],
+                                                       self._read_grants)
         doc = self._cached(self._status, [self.directory / status.STATUS], self._read_status)
         events = self._cached(self._events, [self.directory / status.JOURNAL, self.directory / (status.JOURNAL + ".1")],
                               self._read_events)
