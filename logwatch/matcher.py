@@ -140,6 +140,8 @@ class _Table:
                 candidates.append(_Candidate(pattern.regex, branch))
         heads = "|".join(f"({re.escape(c.head)})" for c in candidates)
         compiled = re.compile(f"(?>{prefix.SOURCE})(?:{heads})")
+        # The prefix's groups keep their numbers (``match`` reads them by _PREFIX's).
+        assert all(compiled.groupindex[name] == number for name, number in _PREFIX.groupindex.items())
         first = compiled.groups - len(candidates) + 1
         chains: list[tuple[_Candidate, ...]] = [()] * first
         chains += [tuple(candidates[n:]) for n in range(len(candidates))]
