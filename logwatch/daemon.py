@@ -9,8 +9,9 @@ One thread runs the loop (the Postfix sink rebuilds in a thread of its own)::
 
 The order is the guarantee: every grant is in the state's write-ahead log before a sink
 sees it, and the state is durable before the checkpoints, so after a SIGKILL or a power
-cut a line is read twice (a harmless renewal) rather than a grant lost. A sink that fails keeps its backlog and is retried with backoff; the ledger
-never forgets a grant because a sink is down.
+cut a line is read twice (a harmless renewal) rather than a grant lost. A sink that fails
+keeps its backlog and is retried with backoff; the ledger never forgets a grant because a
+sink is down.
 """
 
 from __future__ import annotations
