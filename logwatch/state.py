@@ -79,7 +79,7 @@ def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> N
 def rewrite_due(now: float, rewritten_at: float, wal_bytes: int, wal_failed: bool, stopping: bool) -> bool:
     """Whether grants changed since the state file was last written should be written now.
 
-    Why not every second: the file holds every grant (7 MB at 100,000), while the
+    Why not every second: the file holds every grant (8 MB at 100,000), while the
     write-ahead log already holds each change and costs one small append. So the file is
     rewritten once a minute, when the log has grown past ``REWRITE_WAL_BYTES``, when an
     append failed (a grant then exists only in memory), and at stop.
