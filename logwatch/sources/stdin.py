@@ -18,7 +18,7 @@ from logwatch.sources.stream import batches
 if TYPE_CHECKING:
     from logwatch.checkpoint import LogCheckpoint
 
-log = logging.getLogger("relaywatch.stream")
+log = logging.getLogger("relaywatch.stdin")
 
 
 class StdinSource:

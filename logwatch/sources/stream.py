@@ -1,4 +1,4 @@
-"""Read a stream to its end: replay a file (``--file``), or standard input for ``stdin``.
+"""Read a stream to its end: replay a file (``--file``); ``stdin`` reads standard input with it.
 
 Thin I/O over ``LineSplitter``: read big binary chunks, hand on batches of complete lines.
 """
