@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,9 @@ import pytest
 pytest_plugins = ("tests.daemonlab", "tests.dovecotlab")
 
 ROOT = Path(__file__).resolve().parent.parent
-#: ``../shared`` beside the checkout: the real-log corpus and the log generator.
-SHARED = ROOT.parent / "shared"
-
-
-def need_shared() -> Path:
-    """Return ``../shared``; skip without it, except under CI, where it must be there."""
-    if not SHARED.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{SHARED} is missing; CI clones the project with shared/ beside it")
-        pytest.skip(f"{SHARED} is not here")
-    return SHARED
+#: The tests' own data: recorded Dovecot lines (corpus/) and generated logs (generated/);
+#: each directory's README.md says where its files come from.
+DATA = ROOT / "tests" / "data"
 
 
 @pytest.fixture(autouse=True)

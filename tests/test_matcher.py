@@ -7,7 +7,7 @@ import pytest
 
 from logwatch import patternset, prefix
 from logwatch.matcher import Matcher, Verdict
-from tests.conftest import need_shared
+from tests.conftest import DATA
 
 SETS = patternset.builtin()
 MATCHER = Matcher(SETS)
@@ -100,7 +100,7 @@ def _brute(line: str) -> Verdict:
 def test_dispatch_equals_trying_every_pattern() -> None:
     """Dispatch on the first word is only an optimisation: same verdicts as brute force."""
     lines = [s.line for ps in SETS for s in ps.samples]
-    corpus = need_shared() / "corpus"
+    corpus = DATA / "corpus"
     for name in ("dovecot-2.3-default.log", "dovecot-2.3-syslog-hp.log", "fail2ban-dovecot.log"):
         lines += (corpus / name).read_bytes().decode("utf-8", "replace").split("\n")
     for line in lines:
@@ -165,7 +165,7 @@ def test_catastrophic_admin_pattern_is_cut_off_and_ours_still_match() -> None:
 def test_classify_agrees_with_match() -> None:
     """The counting path decides exactly as the full verdict does."""
     lines = [s.line for ps in SETS for s in ps.samples]
-    corpus = need_shared() / "corpus"
+    corpus = DATA / "corpus"
     for name in ("dovecot-2.3-default.log", "dovecot-2.3-syslog-hp.log", "fail2ban-dovecot.log"):
         lines += (corpus / name).read_bytes().decode("utf-8", "replace").split("\n")
     lines += ["Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<b\u00e9b>, "
