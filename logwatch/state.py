@@ -11,7 +11,12 @@ version or the new one, whole. It is 0640: it names users, so it is not for ever
 Reading applies no policy: ``Ledger.restore`` drops what has expired under today's
 ``--expire`` and never-list. A file that cannot be read or parsed is reported in one line
 and renamed aside (never deleted: it may be evidence), and the daemon starts empty rather
-than not at all.
+than not at all. So is a file it must not trust (see ``safefile``: a symbolic link, not a
+regular file, not the daemon's own, writable by others, over ``MAX_BYTES``), and one whose
+values we would never have written (a non-finite number, a time before 1970 or after 2200,
+a last login before the first, an address not as we write it): every open and every
+record goes through those checks, so a planted file can neither redirect a write, block
+the start, exhaust the memory, nor feed in a grant.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from logwatch import atomic
+from logwatch import atomic, safefile
+from logwatch.addresses import normalise
 from logwatch.ledger import Ledger
 from logwatch.model import Change, Grant
 
@@ -36,6 +42,12 @@ FIELDS = ("ip", "user", "service", "first", "last", "count")
 REWRITE_EVERY = 60.0
 #: ... or sooner, once the write-ahead log has grown this large (bytes).
 REWRITE_WAL_BYTES = 1 << 20
+#: The state file, and its write-ahead log, are refused unread beyond this size (256 MiB):
+#: room for 1,000,000 grants of 268 bytes each (100,000 take 8 MB), while a file the size
+#: of the disk is never parsed.
+MAX_BYTES = 256 << 20
+#: A grant's count of logins is below this.
+MAX_COUNT = 1 << 63
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +82,17 @@ def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> N
         ensure_ascii=True,
     ).encode("ascii")
     atomic.write(target, body + b"\n", mode=MODE)
-    try:
-        os.truncate(wal_path(target), 0)  # everything in it is in the state file now
+    wal = wal_path(target)
+    try:  # everything in it is in the state file now; never truncate through a symlink
+        fd, _ = safefile.open_checked(wal, os.O_WRONLY, writer=True)
     except FileNotFoundError:
-        pass
+        return
+    except safefile.Refused as refused:
+        raise _refused(wal, refused, now) from None
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def rewrite_due(now: float, rewritten_at: float, wal_bytes: int, wal_failed: bool, stopping: bool) -> bool:
@@ -105,13 +124,18 @@ def append(path: str | os.PathLike[str], grants: Iterable[Grant]) -> int:
 
     Raises:
         OSError: as for ``save``; the caller must then rewrite the state file before it
-            saves a log position past these grants.
+            saves a log position past these grants. ``safefile.Refused`` if ``FILE.wal`` is
+            not a file to trust (it is then set aside, and the next append starts anew).
     """
     rows = b"".join(json.dumps([g.ip, g.user, g.service, g.first, g.last, g.count], ensure_ascii=True,
                                separators=(",", ":")).encode("ascii") + b"\n" for g in grants)
     if not rows:
         return 0
-    fd = os.open(wal_path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, MODE)
+    wal = wal_path(path)
+    try:
+        fd, _ = safefile.open_checked(wal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, writer=True, mode=MODE)
+    except safefile.Refused as refused:
+        raise _refused(wal, refused) from None
     try:
         written = 0
         while written < len(rows):  # a short write (a full disk) raises on the next call
@@ -127,28 +151,42 @@ def sync_wal(path: str | os.PathLike[str]) -> None:
     Raises:
         OSError: it could not be opened or synced; the caller saves no log position.
     """
+    wal = wal_path(path)
     try:
-        fd = os.open(wal_path(path), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        fd, _ = safefile.open_checked(wal, os.O_WRONLY | os.O_APPEND, writer=True)
     except FileNotFoundError:
         return  # a rewrite of the state file emptied it, or nothing was appended
+    except safefile.Refused as refused:
+        raise _refused(wal, refused) from None
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _replay(path: Path, grants: tuple[Grant, ...]) -> tuple[Grant, ...]:
-    """``grants`` updated by the write-ahead log (a torn or foreign line is skipped)."""
+def _replay(path: Path, grants: tuple[Grant, ...], writer: bool) -> tuple[Grant, ...]:
+    """``grants`` updated by the write-ahead log.
+
+    A line that is not JSON is skipped: a write torn by a crash or a full disk leaves one.
+    A line that is JSON but not a row we would write (a ``NaN``, a time out of range) is
+    no accident, and refuses the whole log.
+
+    Raises:
+        OSError: it cannot be read; ``safefile.Refused``: it must not be trusted.
+        StateError: a line holds a record we never write.
+    """
     try:
-        data = wal_path(path).read_bytes()
+        data = safefile.read(wal_path(path), MAX_BYTES, writer=writer)
     except FileNotFoundError:
         return grants
     by_ip = {g.ip: g for g in grants}
-    for line in data.split(b"\n"):
+    for number, line in enumerate(data.split(b"\n"), 1):
         try:
-            (parsed,) = _rows([json.loads(line.decode("ascii"))])
-        except (UnicodeDecodeError, json.JSONDecodeError, StateError, ValueError):
+            (parsed,) = _rows([safefile.loads(line.decode("ascii"))])
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
+        except ValueError as error:  # StateError, or safefile.NotFinite
+            raise StateError(f"line {number}: {error}") from None
         known = by_ip.get(parsed.ip)
         if known is None or parsed.last >= known.last:
             by_ip[parsed.ip] = parsed
@@ -159,23 +197,24 @@ def load(path: str | os.PathLike[str], now: float) -> Loaded:
     """Read the grants saved in ``path`` and its write-ahead log.
 
     A missing file is a first start: no grants, no warning. Anything else that cannot be
-    read or parsed is renamed to ``FILE.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``) and
-    reported in ``Loaded.warning``; so is a write-ahead log that cannot be read.
+    read or parsed, or must not be trusted (``safefile``), is renamed to
+    ``FILE.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``) and reported in ``Loaded.warning``;
+    so is a write-ahead log that cannot be read, parsed or trusted.
     """
     source = Path(path)
     warnings = []
     try:
-        grants = _parse(source.read_bytes())
+        grants = _parse(safefile.read(source, MAX_BYTES, writer=True))
     except FileNotFoundError:
         grants = ()
     except (OSError, StateError) as error:
         grants = ()
-        warnings.append(_set_aside(source, now, _reason(error), f"--state {source}", "starting with no grants"))
+        warnings.append(_set_aside(source, now, error, f"--state {source}", "starting with no grants"))
     try:
-        grants = _replay(source, grants)
-    except OSError as error:
+        grants = _replay(source, grants, writer=True)
+    except (OSError, StateError) as error:
         wal = wal_path(source)
-        warnings.append(_set_aside(wal, now, _reason(error), str(wal),
+        warnings.append(_set_aside(wal, now, error, str(wal),
                                    "the grants made since the state file was written are not restored"))
     return Loaded(grants, "; ".join(warnings))
 
@@ -184,21 +223,44 @@ def _reason(error: Exception) -> str:
     return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
+def _refused(path: Path, refused: safefile.Refused, now: float | None = None) -> safefile.Refused:
+    """Set aside ``path``, which a writer refused to open; return the error that says both."""
+    try:
+        said = f"moved to {atomic.set_aside(path, now)}"
+    except OSError as error:
+        said = f"could not set it aside ({error.strerror})"
+    return safefile.Refused(refused.errno, f"{refused.strerror}; {said}", str(path))
+
+
 def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
     """The grants in ``path`` and its write-ahead log, for viewers: nothing is ever moved.
 
+    A viewer may be another user (in the daemon's group): it trusts files that only their
+    owner can write, whoever that is (``safefile``, ``writer=False``).
+
     Raises:
         FileNotFoundError: there is neither a state file nor a write-ahead log (yet).
-        OSError, StateError: it cannot be read or is not a state file; the caller says so.
+        OSError, StateError: it cannot be read, must not be trusted (``safefile.Refused``)
+            or is not a state file; the caller says so.
     """
     source = Path(path)
     try:
-        data = source.read_bytes()
+        data = safefile.read(source, MAX_BYTES, writer=False)
     except FileNotFoundError:
-        if not wal_path(source).exists():
+        if not os.path.lexists(wal_path(source)):
             raise
-        return _replay(source, ())  # killed before its first state file: the log has it all
-    return _replay(source, _parse(data))
+        return _replay_for_viewer(source, ())  # killed before its first state file: the log has it all
+    return _replay_for_viewer(source, _parse(data))
+
+
+def _replay_for_viewer(source: Path, grants: tuple[Grant, ...]) -> tuple[Grant, ...]:
+    try:
+        return _replay(source, grants, writer=False)
+    except safefile.Refused as refused:  # say which file: the caller names the state file
+        raise safefile.Refused(refused.errno, f"{wal_path(source).name}: {refused.strerror}",
+                               str(wal_path(source))) from None
+    except StateError as error:
+        raise StateError(f"{wal_path(source).name}: {error}") from None
 
 
 def restore(
@@ -212,13 +274,17 @@ def restore(
 def _parse(data: bytes) -> tuple[Grant, ...]:
     """Parse a state file's bytes, refusing anything we would not have written."""
     try:
-        document = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        document = safefile.loads(data.decode("ascii"))
+    except safefile.NotFinite as error:
+        raise StateError(str(error)) from None
+    except (UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError, too many digits
         raise StateError(f"not JSON ({error.__class__.__name__}: {error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise StateError(f"not a {FORMAT} file")
     if document.get("version") != VERSION:
         raise StateError(f"version {document.get('version')!r}; expected {VERSION}")
+    if not safefile.is_time(document.get("saved")):
+        raise StateError("'saved' is not a time from 1970 to 2200")
     if document.get("fields") != list(FIELDS):
         raise StateError(f"fields {document.get('fields')!r}; expected {list(FIELDS)}")
     rows = document.get("grants")
@@ -239,14 +305,22 @@ def _rows(rows: list[object]) -> tuple[Grant, ...]:
         ):
             raise StateError(f"grant {number} is not [ip, user, service, first, last, count]")
         ip, user, service, first, last, count = row
+        if normalise(ip) != ip:
+            raise StateError(f"grant {number}: the address is not one relaywatch writes")
+        if not (safefile.is_time(first) and safefile.is_time(last) and first <= last):
+            raise StateError(f"grant {number}: first {first!r} and last {last!r} are not times from 1970 to 2200, "
+                             f"first no later than last")
+        if not 0 < count < MAX_COUNT:
+            raise StateError(f"grant {number}: count {count!r} is out of range")
         grants.append(Grant(ip, user, service, float(first), float(last), count, float(last)))
     return tuple(grants)
 
 
-def _set_aside(source: Path, now: float, reason: str, name: str, consequence: str) -> str:
+def _set_aside(source: Path, now: float, error: Exception, name: str, consequence: str) -> str:
     """Rename an unusable file out of the way; return the one line that says so."""
+    what = f"{name}: {'refused' if isinstance(error, safefile.Refused) else 'unreadable'} ({_reason(error)})"
     try:
         aside = atomic.set_aside(source, now)
-    except OSError as error:
-        return f"{name}: unreadable ({reason}); could not set it aside ({error.strerror}); {consequence}"
-    return f"{name}: unreadable ({reason}); moved to {aside}; {consequence}"
+    except OSError as failed:
+        return f"{what}; could not set it aside ({failed.strerror}); {consequence}"
+    return f"{what}; moved to {aside}; {consequence}"

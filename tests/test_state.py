@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -110,7 +111,7 @@ def test_unreadable_path_is_set_aside_too(tmp_path: Path) -> None:
     path = tmp_path / "s"
     path.mkdir()
     loaded = state.load(path, now=T0)
-    assert loaded.grants == () and "unreadable" in loaded.warning
+    assert loaded.grants == () and loaded.warning.startswith(f"--state {path}: refused (a directory, not a regular file)")
 
 
 @pytest.mark.parametrize("since, wal_bytes, failed, stopping, due", [
@@ -132,8 +133,8 @@ def test_unreadable_write_ahead_log_is_set_aside_and_the_file_still_loads(tmp_pa
     state.wal_path(path).mkdir()
     loaded = state.load(path, now=T0)
     assert [g.ip for g in loaded.grants] == ["192.0.2.1"]
-    assert loaded.warning.startswith(f"{state.wal_path(path)}: unreadable (") and "\n" not in loaded.warning
-    assert not state.wal_path(path).exists()
+    assert loaded.warning.startswith(f"{state.wal_path(path)}: refused (a directory, not a regular file)")
+    assert "\n" not in loaded.warning and not state.wal_path(path).exists()
 
 
 def test_failed_save_leaves_no_temp(tmp_path: Path) -> None:
@@ -201,3 +202,216 @@ def test_write_ahead_log_is_merged_and_emptied_by_save(tmp_path) -> None:  # typ
     state.save(path, [newer, fresh], 200.0)
     assert state.wal_path(path).read_bytes() == b""
     assert {g.ip for g in state.load(path, 200.0).grants} == {"192.0.2.1", "198.51.100.2"}
+
+
+# --- Issue 10, items 4 and 5: what a planted or damaged file beside --state must not do ---
+
+LOAD_ISOLATED = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # /dev/zero or 3 GiB: MemoryError, not the machine
+from logwatch import state
+loaded = state.load(sys.argv[1], now=float(sys.argv[2]))
+print(json.dumps({"ips": [g.ip for g in loaded.grants], "warning": loaded.warning}))
+"""
+
+
+def load_isolated(path: Path) -> tuple[list[str], str]:
+    """``state.load`` in a child with 1 GiB of address space and 20 s: a hang or a memory
+    blow-up fails the test instead of the test run."""
+    done = subprocess.run([sys.executable, "-c", LOAD_ISOLATED, str(path), str(T0)], cwd=CHECKOUT,
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    return result["ips"], result["warning"]
+
+
+def forged_row(ip: str = "203.0.113.66") -> bytes:
+    return json.dumps([ip, "mallory", "imap-login", T0, T0, 1]).encode() + b"\n"
+
+
+def only_aside(directory: Path, name: str) -> Path:
+    (aside,) = [p for p in directory.iterdir() if p.name.startswith(f"{name}.corrupt-")]
+    return aside
+
+
+def test_a_symlinked_wal_is_never_truncated_through(tmp_path: Path) -> None:
+    """state.json.wal -> victim: the rewrite of the state file used to truncate the victim."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    path = tmp_path / "state.json"
+    state.wal_path(path).symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        state.save(path, grants(2), now=T0)
+    assert victim.read_bytes() == b"precious\n"
+    assert only_aside(tmp_path, "state.json.wal").readlink() == victim
+    assert len(state.load(path, now=T0).grants) == 2  # the state file itself was written
+
+
+def test_a_symlinked_wal_is_never_appended_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    path = tmp_path / "state.json"
+    state.wal_path(path).symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        state.append(path, grants(1))
+    assert victim.read_bytes() == b"precious\n"
+    assert not state.wal_path(path).is_symlink()
+    assert state.append(path, grants(1)) > 0  # the next append starts a log of its own
+    assert stat.S_ISREG(state.wal_path(path).lstat().st_mode)
+
+
+def test_a_dangling_wal_symlink_creates_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "created-by-root"
+    path = tmp_path / "state.json"
+    state.wal_path(path).symlink_to(target)
+    with pytest.raises(OSError):
+        state.append(path, grants(1))
+    assert not target.exists()
+
+
+def test_a_symlinked_wal_is_not_read_at_start(tmp_path: Path) -> None:
+    """A row in the link's target is not restored; the link is set aside in one line."""
+    path = tmp_path / "state.json"
+    state.save(path, grants(1), now=T0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(forged_row())
+    state.wal_path(path).symlink_to(elsewhere)
+    loaded = state.load(path, now=T0)
+    assert [g.ip for g in loaded.grants] == ["198.51.100.0"]
+    assert loaded.warning.startswith(f"{state.wal_path(path)}: refused (a symbolic link")
+    assert "\n" not in loaded.warning and elsewhere.read_bytes() == forged_row()
+
+
+@pytest.mark.parametrize("uid, mode", [
+    (65534, 0o666),  # the finding: another user's world-writable log
+    (65534, 0o640),  # another user's, however private
+    (0, 0o666),      # ours, but anyone may write it
+    (0, 0o660),      # ours, but the group (the viewers) may write it
+])
+def test_a_write_ahead_log_anyone_else_could_write_is_not_trusted(tmp_path: Path, uid: int, mode: int) -> None:
+    path = tmp_path / "state.json"
+    state.save(path, grants(1), now=T0)
+    wal = state.wal_path(path)
+    wal.write_bytes(forged_row())
+    os.chown(wal, uid, 0)
+    os.chmod(wal, mode)
+    loaded = state.load(path, now=T0)
+    assert [g.ip for g in loaded.grants] == ["198.51.100.0"]  # the forged row is not restored
+    assert loaded.warning.startswith(f"{wal}: refused (") and "\n" not in loaded.warning
+    assert not wal.exists() and only_aside(tmp_path, "state.json.wal").read_bytes() == forged_row()
+
+
+@pytest.mark.parametrize("uid, mode", [(65534, 0o640), (0, 0o666), (0, 0o620)])
+def test_a_state_file_anyone_else_could_write_is_not_trusted(tmp_path: Path, uid: int, mode: int) -> None:
+    path = tmp_path / "state.json"
+    state.save(path, grants(3), now=T0)
+    os.chown(path, uid, 0)
+    os.chmod(path, mode)
+    loaded = state.load(path, now=T0)
+    assert loaded.grants == ()
+    assert loaded.warning.startswith(f"--state {path}: refused (") and "\n" not in loaded.warning
+    assert not path.exists()
+
+
+def test_the_viewer_trusts_what_only_its_owner_can_write(tmp_path: Path) -> None:
+    """``relaywatch status`` may run as another user in the daemon's group: for it the
+    files need not be its own, only not writable by anyone but their owner."""
+    path = tmp_path / "state.json"
+    state.save(path, grants(2), now=T0)
+    os.chown(path, 65534, 0)
+    assert len(state.read(path)) == 2  # another user's 0640 file: fine for a reader ...
+    assert state.load(path, now=T0).grants == ()  # ... but not for the daemon
+    state.save(path, grants(2), now=T0)
+    os.chmod(path, 0o660)
+    with pytest.raises(OSError, match="writable by others"):
+        state.read(path)
+
+
+@pytest.mark.parametrize("where", ["state.json", "state.json.wal"])
+def test_a_fifo_does_not_block_the_start(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "state.json"
+    if where.endswith(".wal"):
+        state.save(path, grants(1), now=T0)
+    os.mkfifo(tmp_path / where)
+    ips, warning = load_isolated(path)  # it used to wait for a writer for ever
+    assert "refused (a FIFO, not a regular file)" in warning
+    assert stat.S_ISFIFO(only_aside(tmp_path, where).lstat().st_mode)
+    assert ips == ([] if where == "state.json" else ["198.51.100.0"])
+
+
+def test_a_state_file_linked_to_dev_zero_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.symlink_to("/dev/zero")
+    ips, warning = load_isolated(path)  # it used to read until memory ran out
+    assert ips == [] and warning.startswith(f"--state {path}: refused (a symbolic link")
+    assert only_aside(tmp_path, "state.json").readlink() == Path("/dev/zero")
+
+
+def test_a_huge_state_file_is_refused_by_its_size_unread(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    with path.open("wb") as f:
+        f.truncate(3 << 30)  # sparse: 3 GiB that take no disk
+    ips, warning = load_isolated(path)  # it used to take 75 s and 4 GB
+    assert ips == []
+    assert warning.startswith(f"--state {path}: refused ({3 << 30} bytes, over the limit of "
+                              f"{state.MAX_BYTES} (256 MiB)")
+    assert only_aside(tmp_path, "state.json").stat().st_size == 3 << 30
+
+
+def test_the_size_limit_fits_a_million_grants(tmp_path: Path) -> None:
+    """README promises that 1,000,000 grants fit: measure 1,000 with long names and IPv6."""
+    path = tmp_path / "state.json"
+    rows = [Grant(f"2001:db8:ffff:ffff:ffff:ffff:ffff:{i:x}", f"firstname.lastname{i}@subdomain.example.org",
+                  "submission-login", T0 + i, T0 + i, 100000, T0) for i in range(1000)]
+    state.save(path, rows, now=T0)
+    assert path.stat().st_size * 1000 < state.MAX_BYTES
+
+
+STATE_HEAD = (b'{"format":"relaywatch-state","version":1,"saved":%s,'
+              b'"fields":["ip","user","service","first","last","count"],"grants":[%s]}')
+
+
+@pytest.mark.parametrize("saved, row", [
+    (b"1780000000", b'["192.0.2.1","u","imap-login",NaN,1780000000,1]'),       # item 4
+    (b"1780000000", b'["192.0.2.1","u","imap-login",1780000000,NaN,1]'),
+    (b"1780000000", b'["192.0.2.1","u","imap-login",1780000000,Infinity,1]'),
+    (b"1780000000", b'["192.0.2.1","u","imap-login",-Infinity,1780000000,1]'),
+    (b"1780000000", b'["192.0.2.1","u","imap-login",1780000000,1e999,1]'),     # a float too large: inf
+    (b"NaN", b'["192.0.2.1","u","imap-login",1780000000,1780000000,1]'),
+    (b"1780000000", b'["192.0.2.1","u","imap-login",-5,1780000000,1]'),         # a negative time
+    (b"1780000000", b'["192.0.2.1","u","imap-login",1780000000,1779999999,1]'), # last before first
+    (b"1780000000", b'["192.0.2.1","u","imap-login",1780000000,32503680000,1]'),  # the year 3000
+    (b"1780000000", b'["192.0.2.1","u","imap-login",1780000000,1780000000,0]'), # counted no login
+    (b"1780000000", b'["0.0.0.0/0","u","imap-login",1780000000,1780000000,1]'), # not an address
+    (b"1780000000", b'["::ffff:192.0.2.1","u","imap-login",1780000000,1780000000,1]'),  # not as we write it
+    (b"-1", b'["192.0.2.1","u","imap-login",1780000000,1780000000,1]'),
+])
+def test_non_finite_and_out_of_range_values_set_the_state_file_aside(tmp_path: Path, saved: bytes, row: bytes) -> None:
+    """A NaN used to make every start fail (``Invalid value NaN`` from the log line's time)."""
+    path = tmp_path / "state.json"
+    content = STATE_HEAD % (saved, row)
+    path.write_bytes(content)
+    ledger = Ledger(expire_after=600, never=NeverList.parse("none"))
+    changes, warning = state.restore(path, ledger, now=T0)
+    assert changes == () and len(ledger) == 0
+    assert warning.startswith(f"--state {path}: unreadable (") and "\n" not in warning
+    assert only_aside(tmp_path, "state.json").read_bytes() == content
+
+
+@pytest.mark.parametrize("row", [
+    b'["192.0.2.9","u","imap-login",1780000000,NaN,1]',
+    b'["192.0.2.9","u","imap-login",1780000000,Infinity,1]',
+    b'["192.0.2.9","u","imap-login",-1,1780000000,1]',
+    b'["192.0.2.9","u","imap-login",1780000000,32503680000,1]',
+])
+def test_a_nan_in_the_write_ahead_log_sets_it_aside(tmp_path: Path, row: bytes) -> None:
+    path = tmp_path / "state.json"
+    state.save(path, grants(1), now=T0)
+    state.append(path, [Grant("192.0.2.8", "v", "imap-login", T0, T0, 1, T0)])
+    with state.wal_path(path).open("ab") as f:
+        f.write(row + b"\n")
+    ledger = Ledger(expire_after=600, never=NeverList.parse("none"))
+    changes, warning = state.restore(path, ledger, now=T0)
+    assert [c.ip for c in changes] == ["198.51.100.0"]  # the state file's grants, none from the log
+    assert warning.startswith(f"{state.wal_path(path)}: unreadable (line 2: ") and "\n" not in warning
+    assert not state.wal_path(path).exists()
