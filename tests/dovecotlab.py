@@ -49,7 +49,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Callable, Literal
 
@@ -181,6 +181,9 @@ class DovecotLab:
             rsyslogd writing Debian 12's default RFC 3339 format
             (``2026-11-21T08:51:36.043595+00:00 host dovecot: imap-login: Login: ...``).
         deadline: seconds any one wait may take.
+        settings: extra top-level dovecot.conf settings, name -> value (e.g.
+            ``{"imap_id_log": "*"}``), written after the lab's own, so one of the same
+            name overrides it (Dovecot takes the last). Names and values go in verbatim.
 
     Attributes (after start):
         log_path: the log file; while running the live one, after stop its copy in ``keep``.
@@ -189,9 +192,14 @@ class DovecotLab:
         conf_path: the Dovecot config (after stop, its copy in ``keep``).
     """
 
-    def __init__(self, keep: Path, log: LogMode = "file", deadline: float = DEADLINE) -> None:
+    def __init__(self, keep: Path, log: LogMode = "file", deadline: float = DEADLINE,
+                 settings: Mapping[str, str] | None = None) -> None:
         if log not in ("file", "syslog"):
             raise ValueError(f"log must be 'file' or 'syslog', not {log!r}")
+        self.settings: dict[str, str] = dict(settings or {})
+        for name, value in self.settings.items():
+            if not re.fullmatch(r"[a-z0-9_]+", name) or "\n" in value:
+                raise ValueError(f"not a plain dovecot.conf setting: {name!r} = {value!r}")
         self.keep = Path(keep)
         self.mode: LogMode = log
         self.deadline = deadline
@@ -445,7 +453,7 @@ service pop3-login {{
     port = 0
   }}
 }}
-""")
+""" + "".join(f"{name} = {value}\n" for name, value in self.settings.items()))
 
     def _start_rsyslogd(self) -> None:
         """Start rsyslogd with only a private imuxsock socket and one file action.
