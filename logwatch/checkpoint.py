@@ -13,6 +13,9 @@ Why a corrupt checkpoint starts at the end of the file (and says so in one line)
 the same as a first start. Guessing an offset inside a file could hand on half a line;
 re-reading a whole log could re-grant stale logins to a flood of clients. The corrupt file
 is renamed aside, like an unreadable ``--state`` file (see ``state.py``): it may be evidence.
+So is one that must not be trusted (``safefile``: a symbolic link, not a regular file, not
+the daemon's own, writable by others, over ``MAX_BYTES``): read through a link, a planted
+checkpoint would choose where reading resumes.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from logwatch import atomic
+from logwatch import atomic, safefile
 
 log = logging.getLogger("relaywatch.checkpoint")
 
 #: Format version written into every file; a file with another version is treated as corrupt.
 VERSION = 1
+#: A checkpoint larger than this (1 MiB; one names a few files in about 100 bytes each) is
+#: refused unread.
+MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +106,18 @@ def save(state_dir: str | os.PathLike[str], checkpoint: LogCheckpoint) -> None:
 def load(state_dir: str | os.PathLike[str], path: str, now: float | None = None) -> LogCheckpoint | None:
     """Return the saved checkpoint of log ``path``, or None to start at the end of the file.
 
-    None means there is none (a first start) or it is unusable; an unusable one is reported
-    in one line naming the file and what was wrong, and renamed to
-    ``NAME.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``, default the clock).
+    None means there is none (a first start) or it is unusable; an unusable one (corrupt,
+    or refused by ``safefile``) is reported in one line naming the file and what was
+    wrong, and renamed to ``NAME.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``, default the clock).
     """
     target = checkpoint_file(state_dir, path)
     try:
-        raw = target.read_bytes()
+        raw = safefile.read(target, MAX_BYTES, writer=True)
     except FileNotFoundError:
+        return None
+    except safefile.Refused as exc:
+        aside = _set_aside(target, now)
+        log.warning("checkpoint %s: refused (%s); %s; starting %s at its end", target, exc.strerror, aside, path)
         return None
     except OSError as exc:
         log.warning("checkpoint %s: cannot read (%s); starting %s at its end", target, exc.strerror, path)
@@ -121,7 +131,7 @@ def load(state_dir: str | os.PathLike[str], path: str, now: float | None = None)
 
 
 def _parse(raw: bytes, path: str) -> LogCheckpoint:
-    doc = json.loads(raw)
+    doc = safefile.loads(raw)
     if not isinstance(doc, dict) or doc.get("version") != VERSION:
         raise ValueError(f"expected a JSON object with version {VERSION}")
     if doc.get("path") != path:
@@ -129,8 +139,9 @@ def _parse(raw: bytes, path: str) -> LogCheckpoint:
     files = []
     for item in doc["files"]:
         device, inode, offset, fingerprint = (item[k] for k in ("device", "inode", "offset", "fingerprint"))
-        if not all(type(v) is int and v >= 0 for v in (device, inode, offset)):
-            raise ValueError("device, inode and offset must be non-negative integers")
+        if not all(type(v) is int and 0 <= v < bound for v, bound in ((device, 1 << 64), (inode, 1 << 64),
+                                                                       (offset, 1 << 63))):
+            raise ValueError("device, inode and offset must be non-negative integers (below 2**64, 2**64, 2**63)")
         if not isinstance(fingerprint, str):
             raise ValueError("fingerprint must be a string")
         files.append(FilePosition(device, inode, offset, fingerprint))

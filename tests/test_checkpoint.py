@@ -7,6 +7,9 @@ import logging
 import os
 import resource
 import signal
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,8 @@ def test_failed_save_keeps_the_old_checkpoint(tmp_path: Path) -> None:
         (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": 3}]}', "fingerprint"),
         (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": 3, "fingerprint": 7}]}', "fingerprint must be"),
         (b'{"version": 1, "path": "/var/log/mail.log", "files": 5}', "not iterable"),
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 1, "inode": 2, "offset": 9223372036854775808, "fingerprint": ""}]}', "non-negative"),  # past off_t
+        (b'{"version": 1, "path": "/var/log/mail.log", "files": [{"device": 18446744073709551616, "inode": 2, "offset": 3, "fingerprint": ""}]}', "non-negative"),
     ],
 )
 def test_corrupt_checkpoint_is_said_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, why: str) -> None:
@@ -103,3 +108,65 @@ def test_corrupt_checkpoint_is_said_in_one_line(tmp_path: Path, caplog: pytest.L
     assert f"moved to {aside.name}" in msg
     assert aside.read_bytes() == content  # kept as evidence, out of the way of the next save
     assert not target.exists()
+
+
+# --- Issue 10, item 5: a checkpoint someone else planted chooses nothing ---
+
+STAMP = 1710025200.0
+ASIDE = ".corrupt-20240309T230000Z"
+
+
+def refused(tmp_path: Path, caplog: pytest.LogCaptureFixture, why: str) -> str:
+    """Load, expect None, one line naming the file and ``why``, and the file set aside."""
+    target = checkpoint.checkpoint_file(tmp_path, LOG)
+    with caplog.at_level(logging.WARNING, "relaywatch.checkpoint"):
+        assert checkpoint.load(tmp_path, LOG, now=STAMP) is None
+    [record] = caplog.records
+    msg = record.getMessage()
+    assert msg.startswith(f"checkpoint {target}: refused ({why}") and "\n" not in msg
+    assert msg.endswith(f"moved to {target.name}{ASIDE}; starting {LOG} at its end")
+    assert not os.path.lexists(target) and os.path.lexists(target.with_name(target.name + ASIDE))
+    return msg
+
+
+def test_a_symlinked_checkpoint_is_not_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checkpoint.save(elsewhere, CP)
+    checkpoint.checkpoint_file(tmp_path, LOG).symlink_to(checkpoint.checkpoint_file(elsewhere, LOG))
+    refused(tmp_path, caplog, "a symbolic link")
+    assert checkpoint.load(elsewhere, LOG) == CP  # the target is untouched
+
+
+@pytest.mark.parametrize("uid, mode, why", [
+    (65534, 0o600, "owned by uid 65534"),
+    (0, 0o666, "writable by others than its owner (mode 0666)"),
+    (0, 0o620, "writable by others than its owner (mode 0620)"),
+])
+def test_a_checkpoint_anyone_else_could_write_is_not_trusted(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                             uid: int, mode: int, why: str) -> None:
+    checkpoint.save(tmp_path, CP)
+    target = checkpoint.checkpoint_file(tmp_path, LOG)
+    os.chown(target, uid, 0)
+    os.chmod(target, mode)
+    refused(tmp_path, caplog, why)
+
+
+def test_a_huge_checkpoint_is_refused_unread(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    checkpoint.save(tmp_path, CP)
+    target = checkpoint.checkpoint_file(tmp_path, LOG)
+    with target.open("ab") as f:
+        f.write(b" " * checkpoint.MAX_BYTES)  # still valid JSON
+    refused(tmp_path, caplog, f"{target.stat().st_size} bytes, over the limit of {checkpoint.MAX_BYTES} (1 MiB)")
+
+
+def test_a_fifo_checkpoint_does_not_block_the_start(tmp_path: Path) -> None:
+    target = checkpoint.checkpoint_file(tmp_path, LOG)
+    os.mkfifo(target)
+    code = ("import sys; from logwatch import checkpoint; "
+            "print(checkpoint.load(sys.argv[1], sys.argv[2], now=1710025200.0))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), LOG], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=20)  # it used to wait for a writer for ever
+    assert done.stdout == "None\n"
+    assert "refused (a FIFO, not a regular file)" in done.stderr
+    assert stat.S_ISFIFO(target.with_name(target.name + ASIDE).lstat().st_mode)
