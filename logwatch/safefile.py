@@ -48,12 +48,11 @@ class Refused(OSError):
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link (not followed)"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "something"
 
 
 def check(st: os.stat_result, path: str | os.PathLike[str], *, writer: bool, limit: int | None = None) -> None:
@@ -61,11 +60,15 @@ def check(st: os.stat_result, path: str | os.PathLike[str], *, writer: bool, lim
 
     Raises:
         Refused: why, in words.
+        IsADirectoryError: it is a directory: unreadable, as ``open`` says, but planted or
+            not it can do no harm.
     """
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    if stat.S_ISLNK(st.st_mode):
+        raise Refused(errno.ELOOP, "a symbolic link (not followed)", os.fspath(path))
     if not stat.S_ISREG(st.st_mode):
-        code = errno.ELOOP if stat.S_ISLNK(st.st_mode) else errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
-        kind = _kind(st.st_mode)
-        raise Refused(code, kind if stat.S_ISLNK(st.st_mode) else f"{kind}, not a regular file", os.fspath(path))
+        raise Refused(errno.EINVAL, f"{_kind(st.st_mode)}, not a regular file", os.fspath(path))
     if st.st_mode & 0o022:
         raise Refused(errno.EPERM, f"writable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o})",
                       os.fspath(path))
