@@ -1,14 +1,19 @@
 """Sinks: publish the ledger where an MTA looks, behind one small interface and a registry.
 
-A sink is anything with ``spec``, ``put``, ``drop``, ``commit`` and ``close`` (``Sink``, a
-Protocol: there is no base class to extend). The daemon applies each ledger ``Change`` to
-every sink and calls ``commit`` once per batch. ``open_sink("type:name")`` finds the backend
-in ``_REGISTRY``, one line per backend, as Postfix's ``dict_open`` does: adding a backend
-means adding a module and a line.
+A sink is anything with ``spec``, ``put``, ``drop``, ``commit``, ``health`` and ``close``
+(``Sink``, a Protocol: there is no base class to extend). The daemon's outlet
+(``sinks.outlet``) applies each ledger ``Change`` to every sink and calls ``commit`` once per
+batch. ``open_sink("type:name")`` finds the backend in ``_REGISTRY``, one line per backend,
+as Postfix's ``dict_open`` does: adding a backend means adding a module and a line.
+``check_sink`` runs a backend's own start-up checks without opening anything (its module's
+``check``), for ``relaywatch check-config``.
 
 Errors are values with a kind, like Postfix's ``DICT_ERR_RETRY`` versus ``DICT_ERR_CONFIG``:
-a ``SinkError`` carries the spec and whether retrying can help. The daemon keeps its ledger
-and retries a retryable error; a command line stops with the error's one line.
+a ``SinkError`` carries the spec and whether retrying can help. The outlet retries a
+retryable error with backoff and drops a change that raised a non-retryable one (for that
+sink only, with one log line); a command line stops with the error's one line. Work a sink
+does after ``commit`` returned (the Postfix map's rebuild thread) comes back through
+``health``, so its failures are seen where every other failure is.
 """
 
 from __future__ import annotations
@@ -20,7 +25,25 @@ from typing import Protocol, runtime_checkable
 
 from logwatch.model import DROP, PUT, Change, Grant
 
-__all__ = ["Sink", "SinkError", "SinkOptions", "open_sink", "apply", "backends"]
+__all__ = ["Health", "Sink", "SinkError", "SinkOptions", "open_sink", "check_sink", "apply", "backends"]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a sink says of its own work, beyond the calls it answered.
+
+    Attributes:
+        ok: False while work it accepted is failing (a Postfix map that cannot be rebuilt).
+        error: one line naming the failure, ``""`` when ok.
+        last_ok: when the MTA last saw what was committed, for a sink that finishes its
+            work after ``commit`` returned; None for a sink whose ``commit`` is the whole
+            work (the caller's time of the last commit stands), or for one that is not ok
+            and never finished its work (never).
+    """
+
+    ok: bool = True
+    error: str = ""
+    last_ok: float | None = None
 
 
 @runtime_checkable
@@ -41,6 +64,9 @@ class Sink(Protocol):
 
     def commit(self) -> None:
         """End of a batch: make everything put and dropped so far visible to the MTA."""
+
+    def health(self) -> Health:
+        """How the sink's own work goes, including work it does after ``commit`` returned."""
 
     def close(self) -> None:
         """Finish pending work and release resources; the published set stays as it is."""
@@ -115,6 +141,27 @@ def open_sink(spec: str, options: SinkOptions | None = None) -> Sink:
     opener = getattr(importlib.import_module(module_name), function)
     sink: Sink = opener(kind, name, options or SinkOptions())
     return sink
+
+
+def check_sink(spec: str, options: SinkOptions | None = None) -> None:
+    """Run the checks ``open_sink`` would run for ``spec``, creating and changing nothing.
+
+    Why: ``relaywatch check-config`` must refuse what ``relaywatch run`` refuses, without
+    creating a map or touching a directory.
+
+    Raises:
+        SinkError: not retryable, as ``open_sink`` would raise it.
+    """
+    kind, colon, name = spec.partition(":")
+    target = _REGISTRY.get(kind) if colon and name else None
+    if target is None:
+        open_sink(spec, options)  # raises the same one-line error as at start
+        return
+    module = importlib.import_module(target.partition(":")[0])
+    check = getattr(module, "check", None)
+    if check is None:
+        raise SinkError(spec, f"the {kind} backend cannot be checked without opening it", retryable=False)
+    check(kind, name, options or SinkOptions())
 
 
 def apply(sink: Sink, changes: Iterable[Change]) -> None:

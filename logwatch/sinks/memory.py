@@ -7,7 +7,7 @@ made visible, so a test can tell a batch in progress from a published one.
 from __future__ import annotations
 
 from logwatch.model import Grant
-from logwatch.sinks import SinkOptions
+from logwatch.sinks import Health, SinkOptions
 
 
 class MemorySink:
@@ -41,12 +41,19 @@ class MemorySink:
         self.published = dict(self.rows)
         self.commits += 1
 
+    def health(self) -> Health:
+        return Health()
+
     def close(self) -> None:
         self.closed = True
 
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError(f"{self.spec}: used after close")
+
+
+def check(kind: str, name: str, options: SinkOptions) -> None:
+    """Nothing can be wrong with a table in memory."""
 
 
 def open_memory(kind: str, name: str, options: SinkOptions) -> MemorySink:

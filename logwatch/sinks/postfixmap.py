@@ -15,8 +15,9 @@
 - Rebuilds run on a worker thread and are coalesced: at most one in flight and one queued.
   A login storm costs two rebuilds, not one per login, and renewals that leave the set of
   addresses unchanged cost none.
-- A failing postmap is logged with its stderr and retried with backoff (1 s, doubling, at
-  most 60 s); the last good map stays live, so a full disk withdraws nobody early and
+- A failing postmap is logged with its stderr, reported by ``health`` (so the daemon's
+  status says failing), and retried with backoff (1 s, doubling, at most 60 s); the last
+  good map stays live, so a full disk withdraws nobody early and
   grants nobody new until it clears.
 - At open, a type ``postconf -m`` does not list is refused, naming the Debian package that
   adds it, and a missing live map is created empty, so smtpd never fails on a missing table.
@@ -33,9 +34,8 @@ import time
 from pathlib import Path
 
 from logwatch import postfix
-from logwatch.addresses import normalise
 from logwatch.model import Grant
-from logwatch.sinks import SinkError, SinkOptions
+from logwatch.sinks import Health, SinkError, SinkOptions
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class PostfixMapSink:
         self.config_dir = config_dir
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self._check_settings()
+        _check_settings(self.spec, map_type, self.path, value, config_dir)
         self._suffix = SUFFIXES[map_type]
         self.live = self.path if self._suffix is None else Path(f"{path}{self._suffix}")
 
@@ -125,11 +125,9 @@ class PostfixMapSink:
     # ----------------------------------------------------------------- Sink
 
     def put(self, grant: Grant) -> None:
-        """Add the client; a renewal of a client already present changes nothing."""
+        """Add the client (its address normalised by the matcher); a renewal of a client
+        already present changes nothing."""
         if grant.ip not in self._rows:
-            if normalise(grant.ip) != grant.ip:
-                raise SinkError(self.spec, f"{grant.ip!r} is not a normalised IP address",
-                                retryable=False)
             self._rows[grant.ip] = None
             self._dirty = True
 
@@ -151,6 +149,16 @@ class PostfixMapSink:
             self._committed += 1
             self._queued = (self._committed, snapshot)  # replaces any older queued one
             self._cond.notify_all()
+
+    def health(self) -> Health:
+        """The rebuild thread's last word: failing (with postmap's message) until a rebuild
+        succeeds again, and when the live map last matched a commit.
+
+        Why: ``commit`` only queues the rebuild, so a postmap that fails later would
+        otherwise be invisible to the daemon's status while smtpd answers ``451 4.3.5``.
+        """
+        with self._cond:
+            return Health(ok=not self.last_error, error=self.last_error, last_ok=self.last_success)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the latest commit is live; False on timeout (e.g. while retrying)."""
@@ -276,34 +284,38 @@ class PostfixMapSink:
             raise BuildError(
                 f"postfix reload failed (exit {result.status}): {result.stderr or 'no output'}")
 
-    # ----------------------------------------------------------------- checks
 
-    def _check_settings(self) -> None:
-        def refuse(message: str) -> SinkError:
-            return SinkError(self.spec, message, retryable=False)
+def _check_settings(spec: str, map_type: str, path: Path, value: str, config_dir: str | None) -> None:
+    """Refuse what cannot work: a type, path, value or Postfix instance that is wrong.
 
-        if self.map_type not in SUFFIXES:
-            raise refuse(f"type {self.map_type!r} cannot be rebuilt by relaywatch; expected "
-                         f"one of {', '.join(SUFFIXES)}")
-        if not self.path.is_absolute() or any(c in str(self.path) for c in " \t\n,"):
-            raise refuse("expected an absolute path without spaces or commas, such as "
-                         f"{self.map_type}:/etc/postfix/relay_clients")
-        if not self.path.parent.is_dir():
-            raise refuse(f"directory {self.path.parent} does not exist")
-        if not self.value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in self.value):
-            raise refuse(f"--postfix-value {self.value!r}: expected an access(5) action "
-                         "on one line, such as OK")
-        if self.config_dir is not None and not Path(self.config_dir, "main.cf").is_file():
-            raise refuse(f"--postfix-config {self.config_dir}: no main.cf there")
-        try:
-            types = postfix.map_types(self.config_dir)
-            for command in ("postmap", "postfix"):
-                postfix.find(command)
-        except postfix.PostfixError as error:
-            raise refuse(str(error)) from None
-        if self.map_type not in types:
-            raise refuse(f"this Postfix does not support type {self.map_type} (postconf -m); "
-                         f"{postfix.missing_type_hint(self.map_type)}")
+    Raises:
+        SinkError: not retryable, one line.
+    """
+    def refuse(message: str) -> SinkError:
+        return SinkError(spec, message, retryable=False)
+
+    if map_type not in SUFFIXES:
+        raise refuse(f"type {map_type!r} cannot be rebuilt by relaywatch; expected "
+                     f"one of {', '.join(SUFFIXES)}")
+    if not path.is_absolute() or any(c in str(path) for c in " \t\n,"):
+        raise refuse("expected an absolute path without spaces or commas, such as "
+                     f"{map_type}:/etc/postfix/relay_clients")
+    if not path.parent.is_dir():
+        raise refuse(f"directory {path.parent} does not exist")
+    if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise refuse(f"--postfix-value {value!r}: expected an access(5) action "
+                     "on one line, such as OK")
+    if config_dir is not None and not Path(config_dir, "main.cf").is_file():
+        raise refuse(f"--postfix-config {config_dir}: no main.cf there")
+    try:
+        types = postfix.map_types(config_dir)
+        for command in ("postmap", "postfix"):
+            postfix.find(command)
+    except postfix.PostfixError as error:
+        raise refuse(str(error)) from None
+    if map_type not in types:
+        raise refuse(f"this Postfix does not support type {map_type} (postconf -m); "
+                     f"{postfix.missing_type_hint(map_type)}")
 
 
 def _fsync_file(path: Path) -> None:
@@ -312,6 +324,11 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check(kind: str, name: str, options: SinkOptions) -> None:
+    """What opening ``TYPE:PATH`` checks, without building or creating the map."""
+    _check_settings(f"{kind}:{name}", kind, Path(name), options.postfix_value, options.postfix_config)
 
 
 def open_postfix_map(kind: str, name: str, options: SinkOptions) -> PostfixMapSink:

@@ -30,14 +30,15 @@ import os
 import secrets
 import stat
 
-from logwatch.addresses import normalise
 from logwatch.model import Grant
-from logwatch.sinks import SinkError, SinkOptions
+from logwatch.sinks import Health, SinkError, SinkOptions
 
 log = logging.getLogger(__name__)
 
 MODE = 0o644
 TEMP_PREFIX = ".relaywatch."
+#: The characters of a normalised address; a name of others is never a file name here.
+_ADDRESS_CHARS = frozenset("0123456789abcdef:.")
 
 
 class RelayCtrlSink:
@@ -55,13 +56,7 @@ class RelayCtrlSink:
         self.spec = f"relayctrl:{directory}"
         self.directory = directory
         self.mapped = mapped
-        try:
-            self._dir = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as error:
-            raise SinkError(
-                self.spec, f"cannot open the directory ({error.strerror}); expected an "
-                "existing directory, such as /var/spool/relay-ctrl/allow", retryable=False,
-            ) from None
+        self._dir = _open_directory(self.spec, directory)
         self._uid = os.geteuid()
         self._ours: set[str] = set()
         self._reported: set[str] = set()
@@ -102,6 +97,10 @@ class RelayCtrlSink:
     def commit(self) -> None:
         """Nothing to do: each put and drop is already visible."""
 
+    def health(self) -> Health:
+        """Always ok: every failure is raised by the call that met it."""
+        return Health()
+
     def close(self) -> None:
         """Release the directory; the files stay, so relay keeps working across a restart."""
         if self._dir >= 0:
@@ -111,8 +110,13 @@ class RelayCtrlSink:
     # ----------------------------------------------------------------- internals
 
     def _names(self, ip: str) -> list[str]:
-        """The file names for ``ip``; refuses anything that is not a normalised address."""
-        if normalise(ip) != ip:
+        """The file names for ``ip`` (normalised by the matcher, not here again).
+
+        Why a guard all the same: the name becomes a file name in a directory a root daemon
+        writes, so a name that is not made of an address's characters (``..``, ``/``) is
+        refused rather than trusted.
+        """
+        if not ip or ip[0] == "." or not _ADDRESS_CHARS.issuperset(ip):
             raise SinkError(self.spec, f"{ip!r} is not a normalised IP address",
                             retryable=False)
         if self.mapped and "." in ip:
@@ -181,6 +185,16 @@ class RelayCtrlSink:
                     pass
 
 
+def _open_directory(spec: str, directory: str) -> int:
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise SinkError(
+            spec, f"cannot open the directory ({error.strerror}); expected an "
+            "existing directory, such as /var/spool/relay-ctrl/allow", retryable=False,
+        ) from None
+
+
 def _describe(st: os.stat_result) -> str:
     if stat.S_ISLNK(st.st_mode):
         return "a symbolic link"
@@ -193,6 +207,11 @@ def _describe(st: os.stat_result) -> str:
     if st.st_uid != os.geteuid():
         return f"owned by uid {st.st_uid}"
     return f"mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def check(kind: str, name: str, options: SinkOptions) -> None:
+    """What opening ``relayctrl:DIR`` checks, without removing anything: the directory opens."""
+    os.close(_open_directory(f"{kind}:{name}", name))
 
 
 def open_relayctrl(kind: str, name: str, options: SinkOptions) -> RelayCtrlSink:
