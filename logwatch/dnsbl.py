@@ -8,7 +8,10 @@ refused, with the zone and the code it returned.
 
 Why non-blocking: the daemon's loop must never wait for DNS. ``Gate.submit`` answers from
 the cache at once or starts a lookup in a worker thread; ``Gate.ready`` hands back what has
-been decided since, and decides by the fail policy any lookup older than the timeout. A
+been decided since, and decides by the fail policy any lookup older than the timeout.
+``Gate.admit`` and ``Gate.released`` do the same for whole logins: a login waiting for its
+decision is parked in the gate, and ``holding`` tells the daemon not to save a log position
+past it (a crash must re-read a login not yet decided, not skip it). A
 lookup that times out or fails does not stop authorisation (``--dnsbl-fail open``, the
 default) unless the admin chose ``--dnsbl-fail closed``: a dead blocklist must not lock
 every user out of sending mail unless that is what the admin asked for.
@@ -38,6 +41,7 @@ import dns.rdatatype
 import dns.resolver
 
 from logwatch.durations import format_duration
+from logwatch.model import LoginEvent
 from logwatch.ptr import resolver_for
 
 #: Seconds a decision from an answered lookup (listed or not) is reused.
@@ -155,6 +159,8 @@ class Gate:
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._jobs: queue.Queue[tuple[str, str] | None] = queue.Queue()
+        #: Logins waiting for their decision, by address (touched by the caller's thread only).
+        self._parked: dict[str, list[LoginEvent]] = {}
         self._threads = [threading.Thread(target=self._work, name=f"dnsbl-{n}", daemon=True) for n in range(WORKERS)]
         for thread in self._threads:
             thread.start()
@@ -176,6 +182,23 @@ class Gate:
                 for zone in self.zones:
                     self._jobs.put((ip, zone))
             return None
+
+    def admit(self, event: LoginEvent, now: float) -> Decision | None:
+        """The decision for ``event``'s client at once if cached; else None, and the login
+        waits in the gate until ``released`` hands it back with its decision."""
+        decision = self.submit(event.ip, now)
+        if decision is None:
+            self._parked.setdefault(event.ip, []).append(event)
+        return decision
+
+    def released(self, now: float) -> list[tuple[LoginEvent, Decision]]:
+        """The parked logins decided since the last call, each with its decision."""
+        return [(event, decision) for decision in self.ready(now) for event in self._parked.pop(decision.ip, [])]
+
+    @property
+    def holding(self) -> bool:
+        """True while a login waits for its decision (decided at most ``timeout`` after it came)."""
+        return bool(self._parked)
 
     def ready(self, now: float) -> list[Decision]:
         """The decisions made since the last call, in the order their lookups began.
@@ -199,7 +222,11 @@ class Gate:
         return decided
 
     def close(self) -> None:
-        """Stop the workers; lookups under way end within the timeout, unwaited."""
+        """Stop the workers; lookups under way end within the timeout, unwaited.
+
+        Parked logins stay parked (and ``holding`` true): a stop must not save a log
+        position past a login that was never decided.
+        """
         with self._lock:
             self._pending.clear()
         for _ in self._threads:

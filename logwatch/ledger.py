@@ -105,9 +105,7 @@ class Ledger:
 
         The faces call this to explain a login that produced no grant.
         """
-        ip = event.ip if event.ip in self._grants else normalise(event.ip)
-        if ip is None:
-            return f"{event.ip!r} is not an IP address"
+        ip = event.ip  # normalised by the matcher, once
         if ip not in self._grants and ip in self.never:
             return f"{ip} is on the never-list ({self.never})"
         if min(event.when, now) + self.expire_after <= now:
@@ -119,6 +117,9 @@ class Ledger:
     def grant(self, event: LoginEvent, now: float) -> tuple[Change, ...]:
         """Record a successful login and return what the sinks must do.
 
+        ``event.ip`` must be normalised (``LoginEvent``: the matcher did it); the state
+        file's grants, read from disk, are normalised by ``restore``.
+
         Returns:
             ``()`` if the login authorises nothing (see ``refusal``) or renews nothing (an
             out-of-order older line for a client already granted); otherwise a ``PUT``
@@ -127,16 +128,10 @@ class Ledger:
         when = min(event.when, now)
         if when + self.expire_after <= now:
             return ()
-        ip: str | None = event.ip
-        old = self._grants.get(event.ip)
-        if old is None:
-            ip = normalise(event.ip)
-            if ip is None:
-                return ()
-            old = self._grants.get(ip)
-            if old is None and ip in self.never:
-                return ()
-        assert ip is not None
+        ip = event.ip  # normalised by the matcher, once: not parsed again here
+        old = self._grants.get(ip)
+        if old is None and ip in self.never:
+            return ()
         user = sys.intern(event.user)
         service = sys.intern(event.service)
         if old is not None:

@@ -1,0 +1,65 @@
+"""What the daemon tells its viewers: each event as it happens, counts and hits, and the status record.
+
+The daemon calls ``event`` for every authorisation, refresh, withdrawal, refusal and ignored
+line, ``hit`` for every line a pattern claimed, and ``publish`` at most once a second with
+the ``DaemonStatus`` it built. Without ``--state`` nothing is written, but the counts are
+still kept (the demo shows them). The files are ``status.Publisher``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from logwatch.reporter import Reporter
+from logwatch.status import KINDS, Publisher
+from logwatch.statusrecord import DaemonStatus, hits_of
+
+#: Events kept queued while the journal cannot be written.
+KEEP_PENDING = 10000
+
+
+class Viewers:
+    """The daemon's side of ``relaywatch status`` and ``tui``.
+
+    Args:
+        directory: where the files go (the state file's directory), or None for nowhere.
+        report: rate-limited logging for files that cannot be written.
+    """
+
+    def __init__(self, directory: str | Path | None, report: Reporter) -> None:
+        self.publisher = Publisher(directory) if directory is not None else None
+        self.counts: Counter[str] = Counter()
+        self.hits: Counter[tuple[str, str]] = Counter()
+        self._report = report
+
+    def event(self, kind: str, now: float, ip: str, user: str, service: str, reason: str) -> None:
+        """Count one event and queue it for ``events.jsonl``."""
+        self.counts[kind] += 1
+        if self.publisher is not None:
+            self.publisher.event(kind, now, ip, user, service, reason)
+
+    def hit(self, pattern_set: str, pattern: str) -> None:
+        """Count one line claimed by ``pattern_set/pattern``."""
+        self.hits[pattern_set, pattern] += 1
+
+    def tallies(self) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
+        """``(hits, counts)`` as ``DaemonStatus`` spells them."""
+        return hits_of(self.hits.items()), tuple((kind, self.counts[kind]) for kind in KINDS)
+
+    def publish(self, record: DaemonStatus, now: float) -> None:
+        """Append the queued events, then replace ``status.json`` with ``record``.
+
+        A directory that cannot be written is reported (rate-limited), and the newest
+        events stay queued for the next try.
+        """
+        if self.publisher is None:
+            return
+        try:
+            self.publisher.flush()
+            self.publisher.status(record.to_json())
+        except OSError as exc:
+            self.publisher.drop_pending(keep=KEEP_PENDING)
+            self._report.say("status", logging.WARNING, "cannot write the status for viewers: %s",
+                             exc.strerror or exc, now=now)
