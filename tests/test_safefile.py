@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from logwatch import safefile
+from logwatch import safefile, status
 
 LIMIT = 1 << 16
 
@@ -147,3 +147,151 @@ def test_loads_is_json_otherwise() -> None:
 ])
 def test_is_time(value: object, ok: bool) -> None:
     assert safefile.is_time(value) is ok
+
+
+# --- The viewers' files (status.py): issue 10, item 5 ---
+
+T0 = 1_780_000_000.0
+
+
+def journal_of(directory: Path) -> Path:
+    return directory / status.JOURNAL
+
+
+def test_events_are_never_appended_through_a_symlink(tmp_path: Path) -> None:
+    """events.jsonl -> victim: the daemon used to append its events to the victim."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    journal_of(tmp_path).symlink_to(victim)
+    publisher = status.Publisher(tmp_path)
+    publisher.event("authorised", T0, "192.0.2.7", "bob", "imap-login", "login")
+    with pytest.raises(safefile.Refused, match=r"a symbolic link \(not followed\); moved to .*events.jsonl.corrupt-"):
+        publisher.flush()
+    assert victim.read_bytes() == b"precious\n"
+    publisher.flush()  # the events were kept; a journal of its own begins
+    assert stat.S_ISREG(journal_of(tmp_path).lstat().st_mode)
+    assert [e["ip"] for e in status.read_events(tmp_path)] == ["192.0.2.7"]
+
+
+def test_a_dangling_journal_symlink_creates_nothing(tmp_path: Path) -> None:
+    journal_of(tmp_path).symlink_to(tmp_path / "created-by-root")
+    publisher = status.Publisher(tmp_path)
+    publisher.event("authorised", T0, "192.0.2.7")
+    with pytest.raises(OSError):
+        publisher.flush()
+    assert not (tmp_path / "created-by-root").exists()
+
+
+@pytest.mark.parametrize("uid, mode", [(65534, 0o640), (0, 0o666)])
+def test_the_daemon_appends_only_to_a_journal_of_its_own(tmp_path: Path, uid: int, mode: int) -> None:
+    journal = journal_of(tmp_path)
+    journal.write_bytes(b"")
+    os.chown(journal, uid, 0)
+    os.chmod(journal, mode)
+    publisher = status.Publisher(tmp_path)
+    publisher.event("refused", T0, "192.0.2.7")
+    with pytest.raises(safefile.Refused):
+        publisher.flush()
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("events.jsonl.corrupt-")]
+    assert aside.read_bytes() == b""
+
+
+def test_the_viewer_reads_events_only_their_owner_can_write(tmp_path: Path) -> None:
+    publisher = status.Publisher(tmp_path)
+    publisher.event("authorised", T0, "192.0.2.7")
+    publisher.flush()
+    os.chown(journal_of(tmp_path), 65534, 0)  # another user's, 0640: a viewer reads it
+    assert [e["ip"] for e in status.read_events(tmp_path)] == ["192.0.2.7"]
+    os.chmod(journal_of(tmp_path), 0o660)
+    with pytest.raises(safefile.Refused, match="writable by others than its owner") as refused:
+        status.read_events(tmp_path)
+    assert refused.value.filename == str(journal_of(tmp_path))
+
+
+@pytest.mark.parametrize("t", [b"NaN", b"Infinity", b"1e999", b"-1", b"32503680000", b'"soon"'])
+def test_an_event_at_no_time_is_dropped(tmp_path: Path, t: bytes) -> None:
+    journal_of(tmp_path).write_bytes(b'{"t":%s,"kind":"authorised","ip":"203.0.113.66"}\n'
+                                     b'{"t":1780000000,"kind":"authorised","ip":"192.0.2.7"}\n' % t)
+    assert [e["ip"] for e in status.read_events(tmp_path)] == ["192.0.2.7"]
+
+
+def status_file(directory: Path, **fields: object) -> Path:
+    path = directory / status.STATUS
+    body = {"format": status.FORMAT, "version": status.VERSION, "pid": 1, "started": T0, "updated": T0,
+            "running": True, "sinks": [{"spec": "relayctrl:/x", "ok": True, "last_ok": T0}], "expire": 1800}
+    path.write_text(json.dumps({**body, **fields}))
+    os.chmod(path, status.MODE)
+    return path
+
+
+def test_a_symlinked_status_file_is_not_read(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    status_file(elsewhere)
+    (tmp_path / status.STATUS).symlink_to(elsewhere / status.STATUS)
+    with pytest.raises(ValueError, match=r"status.json: refused: a symbolic link \(not followed\)$"):
+        status.read_status(tmp_path)
+
+
+def test_a_status_file_others_can_write_is_not_read(tmp_path: Path) -> None:
+    os.chmod(status_file(tmp_path), 0o666)
+    with pytest.raises(ValueError, match=r"refused: writable by others than its owner \(mode 0666\)"):
+        status.read_status(tmp_path)
+
+
+def test_a_fifo_status_file_does_not_block_the_viewer(tmp_path: Path) -> None:
+    fifo = tmp_path / status.STATUS
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(status.read_status(tmp_path))
+        except ValueError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO blocked the viewer")
+    assert "refused: a FIFO, not a regular file" in str(outcome[0])
+
+
+def test_a_huge_status_file_is_refused(tmp_path: Path) -> None:
+    path = status_file(tmp_path)
+    with path.open("ab") as f:
+        f.write(b" " * status.STATUS_MAX_BYTES)  # still valid JSON
+    with pytest.raises(ValueError, match=rf"bytes, over the limit of {status.STATUS_MAX_BYTES} \(1 MiB\)"):
+        status.read_status(tmp_path)
+
+
+@pytest.mark.parametrize("fields", [
+    {"updated": float("nan")},
+    {"started": float("inf")},
+    {"updated": 1e20},
+    {"started": -1},
+    {"expire": float("nan")},
+    {"expire": -60},
+    {"sinks": [{"spec": "relayctrl:/x", "ok": True, "last_ok": 1e300}]},
+])
+def test_a_status_with_non_finite_or_absurd_times_is_refused(tmp_path: Path, fields: dict[str, object]) -> None:
+    """``json.dumps`` writes NaN and Infinity, and ``json.loads`` read them back; a viewer
+    would crash formatting the time."""
+    status_file(tmp_path)
+    doc = status.read_status(tmp_path)  # the same file, as the daemon writes it
+    assert doc is not None and doc["updated"] == T0
+    status_file(tmp_path, **fields)
+    with pytest.raises(ValueError, match="not a finite number|not a time|not a number of seconds"):
+        status.read_status(tmp_path)
+
+
+def test_status_files_go_beside_the_state_file_not_beside_its_target(tmp_path: Path) -> None:
+    """--state FILE, FILE a symlink to /etc/x: status.json used to go to /etc."""
+    (tmp_path / "daemon").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "daemon" / "state.json"
+    link.symlink_to(tmp_path / "elsewhere" / "state.json")
+    assert status.directory_of(link) == tmp_path / "daemon"
+    assert status.directory_of(tmp_path / "daemon" / ".." / "daemon" / "state.json") == tmp_path / "daemon"
