@@ -5,12 +5,16 @@ temporary file in the same directory, fsync it, rename it over the target, fsync
 directory (without that last step a power cut can undo the rename). And when a file
 cannot be used, ``set_aside`` renames it, with the time, rather than deleting what may be
 evidence.
+
+Neither follows a symbolic link planted in the directory: the temporary file is created
+with ``O_CREAT | O_EXCL | O_NOFOLLOW`` under a random name (an existing name, link or not,
+fails and another is drawn), and ``rename`` replaces a link at the target, never its target.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import time
 from pathlib import Path
 
@@ -23,7 +27,7 @@ def write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
             as it was and no temporary file stays behind.
     """
     target = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, temp = _create_temporary(target)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
@@ -38,6 +42,18 @@ def write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
             pass
         raise
     fsync_directory(target.parent)
+
+
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """Create ``.NAME.RANDOM.tmp`` beside ``target``, mode 0600, never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temp, flags, 0o600), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
