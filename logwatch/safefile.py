@@ -66,7 +66,7 @@ def check(st: os.stat_result, path: str | os.PathLike[str], *, writer: bool, lim
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
     if stat.S_ISLNK(st.st_mode):
-        raise Refused(errno.ELOOP, "a symbolic link (not followed)", os.fspath(path))
+        raise Refused(errno.ELOOP, "a symbolic link, not followed", os.fspath(path))
     if not stat.S_ISREG(st.st_mode):
         raise Refused(errno.EINVAL, f"{_kind(st.st_mode)}, not a regular file", os.fspath(path))
     if st.st_mode & 0o022:
@@ -105,7 +105,7 @@ def open_checked(path: str | os.PathLike[str], flags: int, *, writer: bool, mode
         fd = os.open(path, flags | FLAGS, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # it became a symlink since the lstat
-            raise Refused(errno.ELOOP, "a symbolic link (not followed)", os.fspath(path)) from None
+            raise Refused(errno.ELOOP, "a symbolic link, not followed", os.fspath(path)) from None
         raise
     try:
         st = os.fstat(fd)

@@ -40,7 +40,7 @@ def test_a_symlink_is_never_followed(tmp_path: Path, writer: bool) -> None:
     target = regular(tmp_path)
     link = tmp_path / "link"
     link.symlink_to(target)
-    with pytest.raises(safefile.Refused, match=r"a symbolic link \(not followed\)") as refused:
+    with pytest.raises(safefile.Refused, match=r"a symbolic link, not followed") as refused:
         safefile.read(link, LIMIT, writer=writer)
     assert refused.value.filename == str(link)
 
@@ -165,7 +165,7 @@ def test_events_are_never_appended_through_a_symlink(tmp_path: Path) -> None:
     journal_of(tmp_path).symlink_to(victim)
     publisher = status.Publisher(tmp_path)
     publisher.event("authorised", T0, "192.0.2.7", "bob", "imap-login", "login")
-    with pytest.raises(safefile.Refused, match=r"a symbolic link \(not followed\); moved to .*events.jsonl.corrupt-"):
+    with pytest.raises(safefile.Refused, match=r"a symbolic link, not followed; moved to .*events.jsonl.corrupt-"):
         publisher.flush()
     assert victim.read_bytes() == b"precious\n"
     publisher.flush()  # the events were kept; a journal of its own begins
@@ -229,7 +229,7 @@ def test_a_symlinked_status_file_is_not_read(tmp_path: Path) -> None:
     elsewhere.mkdir()
     status_file(elsewhere)
     (tmp_path / status.STATUS).symlink_to(elsewhere / status.STATUS)
-    with pytest.raises(ValueError, match=r"status.json: refused: a symbolic link \(not followed\)$"):
+    with pytest.raises(ValueError, match=r"status.json: refused: a symbolic link, not followed$"):
         status.read_status(tmp_path)
 
 
