@@ -43,7 +43,8 @@ LATEST = 7_258_118_400.0
 class Refused(OSError):
     """The file is not one we may use: a symlink, not a regular file, not trusted, too big.
 
-    ``strerror`` says which, in words, without the file name (``filename`` has it).
+    ``strerror`` says why, in words (a caller that sets the file aside adds where it went);
+    ``filename`` names the file.
     """
 
 
