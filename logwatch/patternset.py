@@ -10,6 +10,10 @@ The format, by example (the bundled sets in ``patterns/`` are complete examples)
 
     name = "dovecot-2.0-2.3"                    # [a-z0-9][a-z0-9._-]*
     covers = ["Dovecot 2.0.0 to 2.3.x", ...]    # versions and distributions
+    since = "2.0.beta6"                         # optional: the Dovecot versions it is for,
+    before = "2.4"                              #   since <= version < before
+    needs-version = false                       # optional: claim only when the Dovecot in
+                                                #   use is known to be one of those versions
     notes = "..."                               # optional
 
     [define]                                    # optional fragments, used as <NAME>
@@ -54,6 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import regex
+
+from logwatch import versions
 
 RESULTS = ("login", "ignored")
 SAMPLE_RESULTS = ("login", "ignored", "nomatch")
@@ -124,6 +130,12 @@ class PatternSet:
         trusted: True for the sets shipped with relaywatch; an admin's own sets are run
             with a time limit (see ``matcher``).
         notes: the set's own explanation.
+        since, before: the Dovecot versions the set is for (``since <= v < before``; None:
+            no bound). The matcher lets a shipped set claim lines only while the Dovecot
+            in use is one of them (see ``matcher``).
+        needs_version: claim only when the version in use is known and covered: for sets
+            whose success line has no field that only a success can carry (see README's
+            "Hostile user names").
     """
 
     name: str
@@ -133,6 +145,15 @@ class PatternSet:
     samples: tuple[Sample, ...]
     trusted: bool = False
     notes: str = ""
+    since: str | None = None
+    before: str | None = None
+    needs_version: bool = False
+
+    def claims_for(self, version: str | None) -> bool:
+        """True if this set may claim lines while Dovecot ``version`` (None: unknown) runs."""
+        if version is None:
+            return not self.needs_version
+        return versions.within(version, self.since, self.before)
 
 
 def parse(text: str, origin: str, trusted: bool = False) -> PatternSet:
@@ -154,7 +175,7 @@ def parse(text: str, origin: str, trusted: bool = False) -> PatternSet:
     def fail(key: str, message: str) -> PatternSetError:
         return PatternSetError(f"{origin}: {key}: {message}")
 
-    known = {"name", "covers", "notes", "define", "pattern", "sample"}
+    known = {"name", "covers", "notes", "since", "before", "needs-version", "define", "pattern", "sample"}
     for key in doc:
         if key not in known:
             raise fail(key, f"unknown key; expected one of {', '.join(sorted(known))}")
@@ -168,6 +189,25 @@ def parse(text: str, origin: str, trusted: bool = False) -> PatternSet:
     notes = doc.get("notes", "")
     if not isinstance(notes, str):
         raise fail("notes", "expected a string")
+    bounds: list[str | None] = []
+    for key in ("since", "before"):
+        bound = doc.get(key)
+        if bound is not None:
+            if not isinstance(bound, str):
+                raise fail(key, "expected a Dovecot version as a string, e.g. '2.0.beta6'")
+            try:
+                versions.check(bound)
+            except ValueError as exc:
+                raise fail(key, str(exc)) from None
+        bounds.append(bound)
+    since, before = bounds
+    if since is not None and before is not None and versions.key(since) >= versions.key(before):
+        raise fail("before", f"{before!r} is not after since = {since!r}")
+    needs_version = doc.get("needs-version", False)
+    if not isinstance(needs_version, bool):
+        raise fail("needs-version", "expected true or false")
+    if needs_version and since is None and before is None:
+        raise fail("needs-version", "needs since or before: the versions the set is for")
 
     fragments = dict(BUILTIN_FRAGMENTS)
     define = doc.get("define", {})
@@ -194,7 +234,7 @@ def parse(text: str, origin: str, trusted: bool = False) -> PatternSet:
     for pattern in patterns:
         if pattern.name not in claimed:
             raise fail(f"pattern.{pattern.name}", "has no sample; add a [[sample]] whose pattern is it")
-    return PatternSet(name, origin, tuple(covers), patterns, samples, trusted, notes)
+    return PatternSet(name, origin, tuple(covers), patterns, samples, trusted, notes, since, before, needs_version)
 
 
 def _string(doc: Mapping[str, Any], key: str, fail: Any, prefix_: str = "") -> str:
