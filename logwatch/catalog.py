@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 
 from logwatch import patternset
+from logwatch.matcher import DEFAULT_SERVICES, Matcher
 from logwatch.patternset import PatternSet, PatternSetError
 
 
@@ -52,3 +53,26 @@ def select(names: Sequence[str] = (), directories: Sequence[str | os.PathLike[st
             f"--pattern-set: no set is named {unknown[0]!r}; the sets are {', '.join(seen)}"
         )
     return [s for s in everything if s.name in names]
+
+
+def matcher(names: Sequence[str] = (), directories: Sequence[str | os.PathLike[str]] = (),
+            services: Sequence[str] = DEFAULT_SERVICES, version: str | None = None) -> Matcher:
+    """Return the matcher that ``relaywatch run`` and ``--test-pattern`` use.
+
+    Sets named with ``--pattern-set`` all claim lines, whatever Dovecot's version: the
+    admin chose them. Otherwise the shipped sets claim by the version in use: ``version``
+    (``--dovecot-version``) or the one Dovecot's start-up line in the log announces (see
+    ``Matcher``).
+
+    Raises:
+        PatternSetError, ValueError: one line naming the file or option.
+    """
+    if version is not None:
+        from logwatch import versions
+
+        try:
+            versions.check(version)
+        except ValueError as exc:
+            raise ValueError(f"--dovecot-version: {exc}") from None
+    return Matcher(select(names, directories), services=services or DEFAULT_SERVICES,
+                   version=version, by_version=not names)

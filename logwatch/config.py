@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from logwatch import versions
 from logwatch.addresses import DEFAULT_NEVER, NeverList
 from logwatch.durations import format_duration, parse_duration
 from logwatch.ledger import DEFAULT_EXPIRE, DEFAULT_MAX_ENTRIES
@@ -57,8 +58,11 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("log", "list", (), "a log file to follow (repeatable); '-' reads standard input", "PATH"),
-    Option("pattern-set", "list", (), "use only this pattern set (repeatable); default: every set", "NAME"),
+    Option("pattern-set", "list", (), "use this pattern set whatever Dovecot's version (repeatable); "
+           "default: the sets for the version in use", "NAME"),
     Option("pattern-dir", "list", (), "also load your own pattern sets from DIR/*.toml (repeatable)", "DIR"),
+    Option("dovecot-version", "str", None, "the Dovecot version in use; default: from its start-up line in the log",
+           "VERSION"),
     Option("service", "list", DEFAULT_SERVICES, "login services whose logins authorise (repeatable)", "NAME"),
     Option("expire", "duration", DEFAULT_EXPIRE, "how long a client may relay after its last login", "DURATION"),
     Option("never", "str", ",".join(DEFAULT_NEVER),
@@ -86,6 +90,7 @@ class Settings:
     log: tuple[str, ...]
     pattern_set: tuple[str, ...]
     pattern_dir: tuple[str, ...]
+    dovecot_version: str | None
     service: tuple[str, ...]
     expire: int
     never: str
@@ -235,6 +240,11 @@ def _check(s: Settings) -> None:
                 parse_server(s.resolver)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if s.dovecot_version is not None:
+        try:
+            versions.check(s.dovecot_version)
+        except ValueError as exc:
+            raise ConfigError(f"--dovecot-version: {exc}") from None
     if s.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log-level: {s.log_level!r}; expected one of {', '.join(LOG_LEVELS)}")
     if MYNETWORKS not in s.never.split(","):

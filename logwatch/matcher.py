@@ -38,15 +38,27 @@ from typing import Any, NamedTuple
 
 import regex
 
-from logwatch import literal, prefix
+from logwatch import literal, prefix, versions
 from logwatch.addresses import NormaliseCache
 from logwatch.patternset import PatternSet
 
-#: Every line the matcher can claim contains this; see step 1 above.
+#: Every login process's line contains this; see step 1 above.
 NEEDLE = b"-login"
+#: Every line the matcher reads contains one of these: a login process's, or the start-up
+#: line of Dovecot's master, which says the version (``versions.startup``).
+NEEDLES = (NEEDLE, versions.STARTUP_NEEDLE.encode())
 DEFAULT_SERVICES = ("imap-login", "pop3-login")
 #: Seconds one admin set may spend on one line.
 DEFAULT_TIMEOUT = 0.05
+#: The most bytes of message (the text after the prefix) a login line may have. Dovecot
+#: cuts the user name to 80 bytes in these lines, so its real ones stay far below; every
+#: piece of a split line but the last is longer (1,024 bytes in 1.x, about 4,060 in 2.x:
+#: README, "Hostile user names"), and so is any line cut at ``LineSplitter``'s cap.
+MAX_LOGIN_BYTES = 1000
+#: The ``pattern`` of the verdict for a Dovecot start-up line.
+STARTUP = "dovecot-startup"
+_STARTUP_NEEDLE = versions.STARTUP_NEEDLE
+_TOO_LONG = f"longer than any login line Dovecot writes ({MAX_LOGIN_BYTES} bytes): a piece of a split or cut line"
 
 
 class Verdict(NamedTuple):
@@ -153,33 +165,94 @@ class _Table:
 class Matcher:
     """The compiled pattern sets plus the services that may authorise.
 
+    Which sets claim lines depends on the Dovecot version in use (``by_version``, the
+    default): an admin's own sets always; a shipped set only while the version is one it
+    is for (``PatternSet.claims_for``). The version is ``version`` if given (pinned);
+    otherwise the one the last start-up line of Dovecot's master announced
+    (``versions.startup``), which ``match`` and ``classify`` follow as they read, so an
+    upgrade in the middle of a log is followed; until one is seen it is unknown, and only
+    the sets whose success line carries a success-only field claim (``needs_version``).
+
     Args:
         sets: the sets to use, in the order they claim lines.
         services: login services whose logins count; others are ``ignored``.
         timeout: per-line time limit for untrusted (admin) sets, in seconds.
+        version: the Dovecot version in use, if the admin said so (``--dovecot-version``);
+            start-up lines then do not change the sets.
+        by_version: False when the admin chose the sets by name (``--pattern-set``): all
+            of ``sets`` claim, whatever the version.
 
     Attributes:
         timeouts: how many times an admin set ran out of time (the line went on to the
             next stage); the daemon reports it, rate-limited.
+        version: the Dovecot version the sets were chosen for (None: unknown).
     """
 
     def __init__(self, sets: Iterable[PatternSet], services: Iterable[str] = DEFAULT_SERVICES,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, version: str | None = None,
+                 by_version: bool = True) -> None:
         sets = list(sets)
         if not sets:
             raise ValueError("no pattern sets to match with")
-        self.sets = tuple(sets)
+        if version is not None:
+            versions.check(version)
+        self.all_sets = tuple(sets)
         self.services = frozenset(services)
         self.timeouts = 0
-        trusted = [s for s in sets if s.trusted]
-        tables = [_Table([s], timeout) for s in sets if not s.trusted]
-        if trusted:
-            tables.append(_Table(trusted, None))
-        self._tables = tuple(tables)
+        self.by_version = by_version
+        self.pinned = version
+        self.version = version
+        self._timeout = timeout
+        self._cache: dict[tuple[str, ...], tuple[tuple[_Table, ...], tuple[PatternSet, ...]]] = {}
+        self._tables, self.sets = self._choose(version)
         self._normalise = NormaliseCache()
+
+    def _choose(self, version: str | None) -> tuple[tuple[_Table, ...], tuple[PatternSet, ...]]:
+        """The tables and sets that claim lines while ``version`` runs (cached)."""
+        chosen = tuple(s for s in self.all_sets
+                       if not self.by_version or not s.trusted or s.claims_for(version))
+        names = tuple(s.name for s in chosen)
+        cached = self._cache.get(names)
+        if cached is None:
+            trusted = [s for s in chosen if s.trusted]
+            tables = [_Table([s], self._timeout) for s in chosen if not s.trusted]
+            if trusted:
+                tables.append(_Table(trusted, None))
+            cached = self._cache[names] = (tuple(tables), chosen)
+        return cached
+
+    def describe(self) -> str:
+        """One line for the daemon's log: which sets claim lines now, and why those."""
+        names = ", ".join(s.name for s in self.sets) or "none"
+        if not self.by_version:
+            return f"{names} (chosen by name, whatever Dovecot's version)"
+        if self.pinned is not None:
+            return f"{names} (for --dovecot-version {self.pinned})"
+        waiting = [s.name for s in self.all_sets if s.trusted and s.needs_version]
+        later = f"; {', '.join(waiting)} only once the version is known" if waiting else ""
+        return (f"{names} (Dovecot's version not known yet: its start-up line in the log, "
+                f"or --dovecot-version, says which{later})")
+
+    def _startup(self, line: str) -> Verdict:
+        """A line that may be Dovecot's master starting: follow the version it announces."""
+        version = versions.startup(line)
+        if version is None:
+            return NOMATCH
+        if self.pinned is not None:
+            why = f"Dovecot v{version} started; the sets stay those for --dovecot-version {self.pinned}"
+        elif not self.by_version:
+            why = f"Dovecot v{version} started; the sets stay those chosen by name"
+        else:
+            self.version = version
+            self._tables, self.sets = self._choose(version)
+            named = ", ".join(s.name for s in self.sets) or "none"
+            why = f"Dovecot v{version} started; the sets that claim lines now: {named}"
+        return Verdict("ignored", None, None, None, None, STARTUP, None, why)
 
     def match(self, line: str) -> Verdict:
         """Return the verdict for one line (without its newline)."""
+        if "-login" not in line:
+            return self._startup(line) if _STARTUP_NEEDLE in line else NOMATCH
         claim = self._claim(line)
         if claim is None:
             return NOMATCH
@@ -192,6 +265,9 @@ class Matcher:
         if branch.result != "login":
             return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
                            stamp, branch.why)
+        if _too_long(line, p.start(p.lastindex or 0)):
+            return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
+                           stamp, _TOO_LONG)
         if service not in self.services:
             return Verdict("ignored", None, user, service, branch.pattern_set, branch.pattern,
                            stamp, f"service {service} is not enabled")
@@ -211,6 +287,9 @@ class Matcher:
         ``classify`` and ``match`` equal on every sample, the corpus and generated logs.
         """
         if "-login" not in line:
+            if _STARTUP_NEEDLE in line:
+                verdict = self._startup(line)
+                return verdict.result, verdict.pattern_set, verdict.pattern
             return _UNCLAIMED
         for table in self._tables:
             p = table.entry(line)
@@ -232,6 +311,8 @@ class Matcher:
                     continue
                 m, candidate = decided
             if candidate.login:
+                if _too_long(line, p.start(group)):
+                    return candidate.refused
                 s1, s2, s3, s4 = p.group(*_SERVICE_FIELDS)
                 if (s1 or s2 or s3 or s4) not in self.services:
                     return candidate.refused
@@ -243,8 +324,6 @@ class Matcher:
     def _claim(self, line: str) -> tuple[re.Match[str], Any, _Candidate] | None:
         """Find the pattern that claims ``line``: the prefix match, the pattern's match (None
         when fixed text decided) and the pattern; None if nothing does."""
-        if "-login" not in line:
-            return None
         for table in self._tables:
             p = table.entry(line)
             if p is None:
@@ -263,6 +342,17 @@ class Matcher:
             if decided is not None:
                 return p, decided[0], decided[1]
         return None
+
+
+def _too_long(line: str, start: int) -> bool:
+    """True if the message from ``start`` has more than ``MAX_LOGIN_BYTES`` bytes (UTF-8:
+    a piece of a split line is counted in bytes, and a character may take four)."""
+    size = len(line) - start
+    if size > MAX_LOGIN_BYTES:
+        return True
+    if size * 4 <= MAX_LOGIN_BYTES or line.isascii():
+        return False
+    return len(line[start:].encode("utf-8", "replace")) > MAX_LOGIN_BYTES
 
 
 def _decide(chain: Sequence[_Candidate], line: str, pos: int,

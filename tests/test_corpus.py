@@ -12,6 +12,9 @@ from logwatch.matcher import Matcher
 from tests.conftest import DATA
 
 MATCHER = Matcher(patternset.builtin())
+#: Every set chosen by name: the mixed logs hold Dovecot 1.x lines beside 2.x ones, and
+#: no start-up line says which Dovecot wrote which.
+EVERY_SET = Matcher(patternset.builtin(), by_version=False)
 
 
 def test_recorded_dovecot_lines_give_the_expected_addresses() -> None:
@@ -47,9 +50,10 @@ def test_generator_truth(fmt: str, seed: int) -> None:
     assert len(truth) > 400
     expected = {t["line"]: (t["ip"], t["user"], t["proto"] + "-login") for t in truth}
     found = {}
+    matcher = EVERY_SET if fmt == "mixed" else MATCHER
     for number, line in enumerate(log[:10000], 1):
-        verdict = MATCHER.match(line)
+        verdict = matcher.match(line)
         if verdict.result == "login":
             found[number] = (verdict.ip, verdict.user, verdict.service)
-        assert MATCHER.classify(line) == (verdict.result, verdict.pattern_set, verdict.pattern), line
+        assert matcher.classify(line) == (verdict.result, verdict.pattern_set, verdict.pattern), line
     assert found == expected

@@ -87,7 +87,7 @@ def _brute(line: str) -> Verdict:
     """The same decision without dispatch: every pattern of every set, in order."""
     for pattern_set in SETS:
         for pattern in pattern_set.patterns:
-            one = Matcher([pattern_set.__class__(pattern_set.name, "x", ("x",), (pattern,), (), True)])
+            one = Matcher([pattern_set.__class__(pattern_set.name, "x", ("x",), (pattern,), (), True)], by_version=False)
             verdict = one.match(line)
             if verdict.result != "nomatch" or regex.fullmatch(prefix.SOURCE.replace("(?P<ts1>", "(?:").replace("(?P<ts2>", "(?:")
                                                               .replace("(?P<ts3>", "(?:")
@@ -99,12 +99,13 @@ def _brute(line: str) -> Verdict:
 
 def test_dispatch_equals_trying_every_pattern() -> None:
     """Dispatch on the first word is only an optimisation: same verdicts as brute force."""
+    every_set = Matcher(SETS, by_version=False)
     lines = [s.line for ps in SETS for s in ps.samples]
     corpus = DATA / "corpus"
     for name in ("dovecot-2.3-default.log", "dovecot-2.3-syslog-hp.log", "fail2ban-dovecot.log"):
         lines += (corpus / name).read_bytes().decode("utf-8", "replace").split("\n")
     for line in lines:
-        assert MATCHER.match(line) == _brute(line), line
+        assert every_set.match(line) == _brute(line), line
 
 
 INFO_FIRST = '''
@@ -176,3 +177,72 @@ def test_classify_agrees_with_match() -> None:
         for line in lines:
             verdict = matcher.match(line)
             assert matcher.classify(line) == (verdict.result, verdict.pattern_set, verdict.pattern), line
+
+
+# --- issue 10: which sets claim (the Dovecot version), and lines too long to be a login ------
+
+LOGIN_1X = "Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, TLS"
+LOGIN_23 = f"Jun 10 12:00:00 mx dovecot: {TAIL}"
+START_12 = "Jun 10 12:00:00 mx dovecot: Dovecot v1.2.17 starting up (core dumps disabled)"
+START_23 = "Jun 10 12:00:00 mx dovecot[1]: master: Dovecot v2.3.19.1 (9f57dc1bb0) starting up for imap, pop3"
+
+
+def test_sets_follow_the_version_dovecot_announces() -> None:
+    matcher = Matcher(SETS)
+    assert matcher.version is None and matcher.match(LOGIN_1X).result == "nomatch"
+    assert "only once the version is known" in matcher.describe()
+    started = matcher.match(START_12)
+    assert (started.result, started.pattern, matcher.version) == ("ignored", "dovecot-startup", "1.2.17")
+    assert started.why == "Dovecot v1.2.17 started; the sets that claim lines now: dovecot-1.0-1.2"
+    assert matcher.match(LOGIN_1X)[:2] == ("login", "192.0.2.7")
+    assert matcher.match(LOGIN_23).result == "nomatch"
+    assert matcher.classify(START_23) == ("ignored", None, "dovecot-startup")  # the counting path follows too
+    assert matcher.match(LOGIN_23)[:2] == ("login", "192.0.2.7")
+    assert matcher.match(LOGIN_1X).result == "nomatch"
+
+
+def test_a_pinned_version_stays() -> None:
+    matcher = Matcher(SETS, version="1.2.17")
+    assert matcher.match(START_23).why == ("Dovecot v2.3.19.1 started; the sets stay those for "
+                                           "--dovecot-version 1.2.17")
+    assert matcher.version == "1.2.17" and matcher.match(LOGIN_1X).result == "login"
+    assert matcher.describe() == "dovecot-1.0-1.2 (for --dovecot-version 1.2.17)"
+
+
+def test_sets_chosen_by_name_claim_whatever_the_version() -> None:
+    matcher = Matcher([s for s in SETS if s.name == "dovecot-1.0-1.2"], by_version=False)
+    assert matcher.match(LOGIN_1X).result == "login"
+    matcher.match(START_23)
+    assert matcher.match(LOGIN_1X).result == "login"
+
+
+def test_a_version_no_shipped_set_is_for_leaves_only_the_admins() -> None:
+    matcher = Matcher(SETS, version="0.5")
+    assert matcher.sets == () and matcher.match(LOGIN_23).result == "nomatch"
+
+
+@pytest.mark.parametrize("user, why", [
+    ("u" * 1000, "ASCII: 1,000 characters of user name"),
+    ("\u20ac" * 320, "320 three-byte characters: under 400 characters of message, over 1,000 bytes"),
+], ids=["ascii", "utf-8"])
+def test_a_login_longer_than_dovecot_writes_is_never_one(user: str, why: str) -> None:
+    line = f"Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=9"
+    verdict = MATCHER.match(line)
+    assert verdict.result == "ignored" and verdict.why is not None and "1000 bytes" in verdict.why, why
+    assert MATCHER.classify(line) == ("ignored", "dovecot-2.0-2.3", "login")
+    short = line.replace(user, user[:80])
+    assert MATCHER.match(short).result == "login", "Dovecot's own 80-byte user names stay logins"
+
+
+def test_a_line_cut_at_the_cap_on_a_forged_tail_authorises_nothing() -> None:
+    """Issue 10 finding 3: the first 16,384 bytes of a longer line end exactly on a forged
+    tail; what the splitter keeps must not be a login."""
+    from logwatch.sources.lines import DEFAULT_CAP, LineSplitter, decode
+
+    head = b"Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<"
+    tail = b">, method=PLAIN, rip=198.51.100.66, lip=192.0.2.1, mpid=1"
+    padding = b"p" * (DEFAULT_CAP - len(head) - len(tail))
+    splitter = LineSplitter()
+    [kept] = splitter.feed(head + padding + tail + b", and the real rest of the line\n")
+    assert kept.endswith(tail) and splitter.cut == 1
+    assert MATCHER.match(decode(kept)).result != "login"

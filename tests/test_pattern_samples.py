@@ -30,22 +30,50 @@ def test_set_carries_hostile_samples(pattern_set: patternset.PatternSet) -> None
     assert all(s.why for s in negatives)
 
 
-def test_all_sets_together_keep_every_positive_and_failure() -> None:
-    """With every set loaded (the default), no set's login or failure changes its verdict."""
+def _claims(matcher: Matcher, pattern_set: patternset.PatternSet) -> None:
+    for sample in pattern_set.samples:
+        if sample.result == "nomatch":
+            continue
+        verdict = matcher.match(sample.line)
+        assert (verdict.result, verdict.ip) == (sample.result, sample.ip), sample.where
+
+
+@pytest.mark.parametrize("pattern_set", SETS, ids=[s.name for s in SETS])
+def test_every_set_keeps_its_verdicts_when_its_version_runs(pattern_set: patternset.PatternSet) -> None:
+    """With every set loaded and Dovecot's version known, that version's set decides."""
+    assert pattern_set.since is not None
+    _claims(Matcher(SETS, version=pattern_set.since), pattern_set)
+
+
+def test_all_sets_named_together_keep_every_positive_and_failure() -> None:
+    """Chosen by name (``--pattern-set`` for each), no set's login or failure changes its
+    verdict: the sets' tails cannot be read as each other's (brackets, mpid=, session=)."""
+    matcher = Matcher(SETS, by_version=False)
+    for pattern_set in SETS:
+        _claims(matcher, pattern_set)
+
+
+def test_unknown_version_claims_only_with_a_success_only_field() -> None:
+    """Until the version is known, 0.99 and 1.x logins authorise nothing (issue 10)."""
     matcher = Matcher(SETS)
+    assert {s.name for s in matcher.sets} == {"dovecot-2.4", "dovecot-2.0-2.3"}
     for pattern_set in SETS:
         for sample in pattern_set.samples:
-            if sample.result == "nomatch":
-                continue
             verdict = matcher.match(sample.line)
-            assert (verdict.result, verdict.ip) == (sample.result, sample.ip), sample.where
+            if pattern_set.needs_version:
+                if sample.result == "login":
+                    assert verdict.result != "login", sample.where
+            elif sample.result != "nomatch":
+                assert (verdict.result, verdict.ip) == (sample.result, sample.ip), sample.where
 
 
-def test_forged_address_never_authorised_by_any_set() -> None:
-    matcher = Matcher(SETS)
-    for pattern_set in SETS:
-        for sample in pattern_set.samples:
-            assert matcher.match(sample.line).ip != "198.51.100.66", sample.where
+@pytest.mark.parametrize("by_version", [True, False])
+def test_forged_address_never_authorised_by_any_set(by_version: bool) -> None:
+    for version in [None] + [s.since for s in SETS]:
+        matcher = Matcher(SETS, version=version, by_version=by_version)
+        for pattern_set in SETS:
+            for sample in pattern_set.samples:
+                assert matcher.match(sample.line).ip != "198.51.100.66", sample.where
 
 
 def test_checker_reports_a_wrong_sample() -> None:

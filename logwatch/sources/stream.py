@@ -35,16 +35,19 @@ def batches(stream: BinaryIO, cap: int = DEFAULT_CAP, splitter: LineSplitter | N
         yield [last]
 
 
-def matching(stream: BinaryIO, needle: bytes, splitter: LineSplitter) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield, per chunk of ``stream``, how many lines it completed and those containing
-    ``needle`` (see ``LineSplitter.feed_matching``); the last line even without a newline.
+def matching(stream: BinaryIO, needles: bytes | tuple[bytes, ...],
+             splitter: LineSplitter) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield, per chunk of ``stream``, how many lines it completed and those containing one
+    of ``needles`` (see ``LineSplitter.feed_matching``); the last line even without a newline.
     """
+    if isinstance(needles, bytes):
+        needles = (needles,)
     read = getattr(stream, "read1", stream.read)
     while True:
         data = read(CHUNK)
         if not data:
             break
-        yield splitter.feed_matching(data, needle)
+        yield splitter.feed_matching(data, needles)
     last = splitter.finish()
     if last is not None:
-        yield 1, [last] if last.find(needle) >= 0 else []
+        yield 1, [last] if any(last.find(n) >= 0 for n in needles) else []
