@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, NoReturn
 
 from logwatch import __version__, catalog
 from logwatch.addresses import NeverList
+from logwatch.durations import parse_duration
 from logwatch.faces import testpattern
+from logwatch.ledger import Ledger
 from logwatch.matcher import DEFAULT_SERVICES, Matcher
 from logwatch.patternset import PatternSetError
 
@@ -41,13 +43,18 @@ class _Parser(argparse.ArgumentParser):
 def _add_matching(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pattern sets and policy")
     group.add_argument("--pattern-set", metavar="NAME", action="append", default=[],
-                       help="use only this set (repeatable); default: every set")
+                       help="use this set, whatever Dovecot's version (repeatable); default: the sets for the version in use")
+    group.add_argument("--dovecot-version", metavar="VERSION", default=None,
+                       help="the Dovecot version that wrote the lines; default: from its start-up lines")
     group.add_argument("--pattern-dir", metavar="DIR", action="append", default=[],
                        help="also load the admin's own sets, DIR/*.toml (repeatable)")
     group.add_argument("--service", metavar="NAME", action="append", default=[],
                        help=f"login services that authorise (repeatable); default: {', '.join(DEFAULT_SERVICES)}")
     group.add_argument("--never", metavar="NET[,NET...]", default=None,
                        help="addresses never authorised; default: loopback, link-local, unspecified; 'none' for none")
+    group.add_argument("--expire", metavar="DURATION", default=None,
+                       help="also refuse logins older than this, as run would, judged at the time the input "
+                            "was written (a file's mtime, else now); default: no login is too old")
 
 
 def _test_pattern_parser() -> _Parser:
@@ -93,16 +100,18 @@ def _main_parser() -> _Parser:
     return parser
 
 
-def matcher_from(args: argparse.Namespace) -> tuple[Matcher, testpattern.Policy]:
-    """Build the matcher and the policy that the matching options describe.
+def matcher_from(args: argparse.Namespace) -> tuple[Matcher, Ledger]:
+    """Build the matcher and the ledger (its refusal rules) that the matching options describe.
+
+    Without ``--expire`` the ledger judges no login too old: sample lines are history.
 
     Raises:
         PatternSetError, ValueError: one-line messages naming the file or option.
     """
-    sets = catalog.select(args.pattern_set, args.pattern_dir)
+    matcher = catalog.matcher(args.pattern_set, args.pattern_dir, args.service, args.dovecot_version)
     never = NeverList.default() if args.never is None else NeverList.parse(args.never)
-    matcher = Matcher(sets, services=args.service or DEFAULT_SERVICES)
-    return matcher, testpattern.Policy(never)
+    expire = float("inf") if args.expire is None else parse_duration(args.expire, "--expire")
+    return matcher, Ledger(expire, never)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,21 +153,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace, check_only: bool) -> int:
-    from logwatch import config, daemon  # the daemon's imports (watchdog, sinks) only when needed
+    from logwatch import config, daemon, logsetup, startup  # the daemon's imports (watchdog, sinks) only when needed
 
     try:
         settings = _settings(args)
-        if check_only:
-            catalog.select(settings.pattern_set, settings.pattern_dir)
+        if check_only:  # what run would refuse, with nothing started, created or changed
+            for warning in startup.check(settings):
+                print(f"{PROG}: warning: {warning}", file=sys.stderr)
             width = max(len(o.name) for o in config.OPTIONS)
             for key, value in settings.describe():
                 print(f"{key:<{width}}  {value}")
             return 0
-        daemon.configure_logging(settings.log_level)
+        logsetup.configure_logging(settings.log_level)
         runner = daemon.Daemon(settings, reload_settings=lambda: _settings(args))
         runner.install_signals()
         runner.start()
-    except (config.ConfigError, PatternSetError, daemon.StartError, ValueError) as exc:
+    except (config.ConfigError, PatternSetError, startup.StartError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     return runner.run()
@@ -166,8 +176,8 @@ def _run(args: argparse.Namespace, check_only: bool) -> int:
 
 def _test_pattern(args: argparse.Namespace) -> int:
     try:
-        matcher, policy = matcher_from(args)
-        return testpattern.run(matcher, policy, args.lines, args.file, as_json=args.json,
+        matcher, ledger = matcher_from(args)
+        return testpattern.run(matcher, ledger, args.lines, args.file, as_json=args.json,
                                summary_only=args.summary, print_all=args.print_all, out=sys.stdout)
     except (PatternSetError, ValueError, testpattern.UsageError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from logwatch.matcher import Verdict
 from tests.conftest import ROOT
 
 LOGIN = "Jun 10 12:00:00 mx dovecot: imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=9, TLS"
-LOGIN24 = "2024-06-10T12:00:00+02:00 mx dovecot: pop3-login: Logged in: user=<eve>, method=PLAIN, rip=2001:DB8::7, lip=2001:db8::1"
+LOGIN24 = "2024-06-10T12:00:00+02:00 mx dovecot: pop3-login: Logged in: user=<eve>, method=PLAIN, rip=2001:DB8::7, lip=2001:db8::1, mpid=7"
 FAILED = "Jun 10 12:00:00 mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, method=PLAIN, rip=203.0.113.9, lip=192.0.2.1"
 LOOPBACK = "Jun 10 12:00:00 imap-login: Info: Login: user=<alice>, method=PLAIN, rip=127.0.0.3, lip=127.0.0.1, mpid=1"
 KEYS = ["line", "result", "ip", "user", "service", "pattern_set", "pattern", "time"]
@@ -62,7 +63,24 @@ def test_json_one_object_per_line_in_order() -> None:
     assert got[2]["result"] == "ignored" and got[2]["pattern"] == "disconnected-reason" and got[2]["ip"] is None
     assert got[3]["result"] == "nomatch"
     assert got[4]["ip"] == "2001:db8::7" and got[4]["time"] == "2024-06-10T12:00:00+02:00"
-    assert (got[5]["result"], got[5]["authorise"], got[5]["why"]) == ("login", False, "127.0.0.3 is in --never")
+    assert (got[5]["result"], got[5]["authorise"]) == ("login", False)
+    assert str(got[5]["why"]).startswith("127.0.0.3 is on the never-list (127.0.0.0/8,")  # the ledger's own words
+
+
+def test_expire_refuses_what_run_would_refuse_as_too_old(tmp_path: Path) -> None:
+    """Issue 11: --test-pattern's own copy of the policy ignored --expire; it now asks the
+    ledger, judging each login at the time the input was written (here the file's mtime)."""
+    sample = tmp_path / "mail.log"
+    sample.write_text(LOGIN + "\n" + LOGIN.replace("12:00:00", "12:20:00").replace("192.0.2.7", "192.0.2.8") + "\n")
+    written = datetime(datetime.now().year, 6, 10, 12, 25, tzinfo=timezone.utc).timestamp()
+    os.utime(sample, (written, written))
+    done = relaywatch("--test-pattern", "--json", "--expire", "15m", "--file", str(sample))
+    assert done.returncode == 0, done.stderr
+    got = records(done.stdout)
+    assert [(r["ip"], r["authorise"]) for r in got] == [("192.0.2.7", False), ("192.0.2.8", True)]
+    assert str(got[0]["why"]).endswith("is older than --expire (900s)")
+    done = relaywatch("--test-pattern", "--json", "--file", str(sample))  # without it, no line is too old
+    assert [r["authorise"] for r in records(done.stdout)] == [True, True]
 
 
 def test_summary_json() -> None:
@@ -151,7 +169,7 @@ def test_console_script_and_module_agree() -> None:
 def test_replaying_the_bundled_log_with_test_pattern() -> None:
     done = relaywatch("--test-pattern", "--summary", "--file", str(ROOT / "logwatch" / "demo" / "sample.log"))
     assert done.returncode == 0, done.stderr
-    assert "Lines: 24 lines, 10 login, 7 ignored, 7 no match" in done.stdout
+    assert "Lines: 27 lines, 10 login, 10 ignored, 7 no match" in done.stdout
 
 
 def test_human_lines_render_exactly() -> None:

@@ -7,6 +7,7 @@ and Postfix (or root, for the lab) is missing; with CI=true a missing piece fail
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -335,3 +336,53 @@ def test_both_sinks_together_from_one_ledger(lab: postfixlab.PostfixLab, tmp_pat
     assert os.listdir(allow) == []
     for sink in sinks:
         sink.close()
+
+
+def test_a_rebuild_that_fails_on_its_thread_says_failing_in_the_status(tmp_path: Path, config: Path) -> None:
+    """Issue 11: the rebuild thread kept its failures in last_error, which nothing read, so
+    status.json said "ok": true (and a fresh last_ok) while postmap failed and Postfix
+    answered 451 4.3.5. Reproduced as in the issue: a directory in place of the .db."""
+    from tests.looplab import T0 as NOW, Lab, login
+
+    require_postmap()
+    path = tmp_path / "relay_clients"
+    Path(f"{path}.db").mkdir()  # the rename of a built map over it fails, for root too
+    sink = make_sink("hash", path, config, retry_initial=0.05, retry_max=0.1)
+    assert sink.health().ok
+    lab = Lab(tmp_path, [sink])
+    lab.daemon.start()
+    lab.step(login("192.0.2.7", NOW))
+    deadline = time.monotonic() + 20
+    while sink.health().ok and time.monotonic() < deadline:
+        time.sleep(0.05)
+    health = sink.health()
+    assert not health.ok and health.last_ok is None and health.error.startswith(f"hash:{path}: rebuild failed")
+    lab.at(NOW + 1).step()
+    (status,) = json.loads((lab.state.parent / "status.json").read_text())["sinks"]
+    assert (status["ok"], status["last_ok"]) == (False, None) and status["error"] == health.error
+    Path(f"{path}.db").rmdir()
+    assert sink.flush(30) and sink.health().ok
+    lab.at(NOW + 2).step(login("198.51.100.1", NOW + 2))
+    assert sink.flush(30)
+    lab.at(NOW + 3).step()
+    (status,) = json.loads((lab.state.parent / "status.json").read_text())["sinks"]
+    assert status["ok"] is True and status["error"] == "" and status["last_ok"] is not None
+    lab.daemon.shutdown()
+
+
+def test_the_address_is_not_parsed_again_by_the_map(tmp_path: Path, config: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: normalised once, by the matcher; not again by the ledger or this sink."""
+    import logwatch.sinks.postfixmap
+
+    require_postmap()
+
+    def parsed_again(text: str) -> str | None:
+        raise AssertionError(f"{text} normalised again by the Postfix sink")
+
+    monkeypatch.setattr(logwatch.sinks.postfixmap, "normalise", parsed_again, raising=False)
+    sink = make_sink("hash", tmp_path / "relay", config)
+    sink.put(grant("2001:db8::7"))
+    sink.commit()
+    assert sink.flush(30) and query("hash", tmp_path / "relay", "2001:db8::7", config) == "OK"
+    sink.close()

@@ -11,6 +11,7 @@ from rich.console import Console
 from logwatch.faces.views import (EventFeed, GrantTable, Header, Screen, Snapshot, View, bar, clock_text,
                                   filter_grants, left_text, logins_per_minute, matched_sets, sort_grants)
 from logwatch.model import Grant
+from logwatch.statusrecord import DaemonStatus
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 21, 9, 0, 0, tzinfo=UTC).timestamp()
@@ -36,6 +37,7 @@ STATUS = {
              "dovecot-0.99/login": 0},
     "counts": {"authorised": 3, "refreshed": 9, "withdrawn": 1, "refused": 1, "ignored": 3},
 }
+RECORD = DaemonStatus.from_json(STATUS)
 EVENTS = (
     {"t": NOW - 120, "kind": "withdrawn", "ip": "203.0.113.5", "user": "carol", "service": "pop3-login",
      "reason": "expired"},
@@ -94,7 +96,7 @@ def test_logins_per_minute_counts_logins_of_the_last_minute_only() -> None:
 
 
 def test_matched_sets_sums_per_set_most_first() -> None:
-    assert matched_sets(STATUS) == [("dovecot-2.0-2.3", 15), ("dovecot-2.4", 2)]
+    assert matched_sets(RECORD) == [("dovecot-2.0-2.3", 15), ("dovecot-2.4", 2)]
     assert matched_sets(None) == []
 
 
@@ -146,7 +148,7 @@ def test_grant_table_empty() -> None:
 
 
 def test_header_running() -> None:
-    snap = Snapshot(NOW, GRANTS, EXPIRE, STATUS, True, EVENTS, "/var/lib/relaywatch/state.json")
+    snap = Snapshot(NOW, GRANTS, EXPIRE, RECORD, True, EVENTS, "/var/lib/relaywatch/state.json")
     assert render(Header(snap, UTC)) == (
         "relaywatch running (pid 4242) since 07:00:00\n"
         "3 entries · oldest Nov 20 08:00 · expire 30m · logins 3/min · refused 1 · ignor…\n"
@@ -156,7 +158,7 @@ def test_header_running() -> None:
 
 
 def test_header_stopped_and_without_status() -> None:
-    stopped = Snapshot(NOW, GRANTS[:1], EXPIRE, {**STATUS, "running": False, "sinks": []}, False, (), "s.json")
+    stopped = Snapshot(NOW, GRANTS[:1], EXPIRE, DaemonStatus.from_json({**STATUS, "running": False, "sinks": []}), False, (), "s.json")
     assert render(Header(stopped, UTC)) == (
         "relaywatch stopped at 08:59:59: it withdraws nothing until it runs again\n"
         "1 entry · oldest 08:35:00 · expire 30m · logins 0/min · refused 1 · ignored 3\n"
@@ -183,7 +185,7 @@ def test_event_feed() -> None:
 
 
 def test_screen_at_80x24() -> None:
-    snap = Snapshot(NOW, GRANTS, EXPIRE, STATUS, True, EVENTS, "/var/lib/relaywatch/state.json")
+    snap = Snapshot(NOW, GRANTS, EXPIRE, RECORD, True, EVENTS, "/var/lib/relaywatch/state.json")
     blank = " " * 80 + "\n"
     assert render(Screen(snap, View(), NAMES, UTC), height=24) == (
         "relaywatch running (pid 4242) since 07:00:00                                    \n"
@@ -209,7 +211,7 @@ def test_screen_at_80x24() -> None:
 
 
 def test_screen_filtering_and_typing() -> None:
-    snap = Snapshot(NOW, GRANTS, EXPIRE, STATUS, True, EVENTS, "state.json")
+    snap = Snapshot(NOW, GRANTS, EXPIRE, RECORD, True, EVENTS, "state.json")
     out = render(Screen(snap, View(sort="ip", filter="bob", typing="bo"), NAMES, UTC), height=24).splitlines()
     assert len(out) == 24
     assert out[4].rstrip() == "authorised: 1 matching bob · sorted by address"
@@ -220,8 +222,17 @@ def test_screen_filtering_and_typing() -> None:
 
 def test_screen_cuts_the_table_to_the_height() -> None:
     many = tuple(grant(f"192.0.2.{n}", f"u{n}", "imap-login", -60, -60) for n in range(1, 41))
-    out = render(Screen(Snapshot(NOW, many, EXPIRE, STATUS, True, EVENTS), View(), None, UTC), height=24).splitlines()
+    out = render(Screen(Snapshot(NOW, many, EXPIRE, RECORD, True, EVENTS), View(), None, UTC), height=24).splitlines()
     assert len(out) == 24
     assert out[-1].startswith("q quit")
     more = [line for line in out if line.startswith("… ")]
     assert more == [f"… {40 - 8} more".ljust(80)]  # 11 lines: the table head, 8 rows and this
+
+
+def test_the_status_record_reads_back_what_it_writes_and_names_a_wrong_key() -> None:
+    assert DaemonStatus.from_json(RECORD.to_json()) == RECORD
+    assert RECORD.count("refused") == 1 and RECORD.sinks[1].backlog == 2
+    with pytest.raises(ValueError, match="^backlog: expected int, not str$"):
+        DaemonStatus.from_json({**STATUS, "sinks": [{"spec": "x", "ok": False, "backlog": "2"}]})
+    with pytest.raises(ValueError, match="^started: expected a number"):
+        DaemonStatus.from_json({**STATUS, "started": "yesterday"})

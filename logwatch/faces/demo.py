@@ -95,7 +95,7 @@ def run(console: Console | None = None, gap: float = 0.4, expire: int = 6) -> in
             events = status.read_events(status.directory_of(state_file))
             if live:
                 snap = Snapshot(now, tuple(daemon.ledger.grants()), daemon.ledger.expire_after,
-                                daemon.status_document(now, True), True, tuple(events), str(state_file))
+                                daemon.status(now, True), True, tuple(events), str(state_file))
                 live.update(Group(Header(snap), GrantTable(snap.grants, now, snap.expire, None, None, limit=12),
                                   EventFeed(snap.events, now, 8, None)))
             else:

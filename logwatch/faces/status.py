@@ -37,6 +37,7 @@ from rich.console import Console
 from logwatch import ptr, state, status
 from logwatch.faces.views import GrantTable, Header, Snapshot, logins_per_minute, matched_sets, sort_grants
 from logwatch.model import Grant
+from logwatch.statusrecord import DaemonStatus
 
 FORMAT = "relaywatch-status-view"
 VERSION = 1
@@ -101,14 +102,15 @@ class Reader:
         """
         grants: tuple[Grant, ...] = self._cached(self._state, [self.path, state.wal_path(self.path)],
                                                        self._read_grants)
-        doc = self._cached(self._status, [self.directory / status.STATUS], self._read_status)
+        record: tuple[DaemonStatus, bool] | None = self._cached(self._status, [self.directory / status.STATUS],
+                                                                self._read_status)
         events = self._cached(self._events, [self.directory / status.JOURNAL, self.directory / (status.JOURNAL + ".1")],
                               self._read_events)
-        expire = doc.get("expire") if doc else None
-        expire = float(expire) if isinstance(expire, (int, float)) and expire > 0 else None
+        doc = record[0] if record else None
+        expire = doc.expire if doc is not None and doc.expire is not None and doc.expire > 0 else None
         if expire is not None:
             grants = tuple(replace(g, until=g.last + expire) for g in grants)
-        running = bool(doc) and status.alive(doc)
+        running = record is not None and record[1] and _exists(doc.pid if doc else None)
         return Snapshot(now, grants, expire, doc, running, events, str(self.path))
 
     @staticmethod
@@ -145,11 +147,23 @@ class Reader:
         except OSError as exc:
             raise UsageError(f"{exc.filename}: cannot read the daemon's events: {exc.strerror}") from None
 
-    def _read_status(self) -> dict[str, Any] | None:
+    def _read_status(self) -> tuple[DaemonStatus, bool] | None:
+        """The record, and whether the daemon said it runs."""
         try:
-            return status.read_status(self.directory)
+            doc = status.read_status(self.directory)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if doc is None:
+            return None
+        try:
+            return DaemonStatus.from_json(doc), bool(doc.get("running"))
+        except ValueError as exc:
+            raise UsageError(f"{self.directory / status.STATUS}: not what relaywatch writes: {exc}") from None
+
+
+def _exists(pid: int | None) -> bool:
+    """True if the process the status names still exists (``status.alive``)."""
+    return pid is not None and status.alive({"running": True, "pid": pid})
 
 
 def names_for(args: argparse.Namespace) -> ptr.PtrCache | None:
@@ -168,15 +182,15 @@ def names_for(args: argparse.Namespace) -> ptr.PtrCache | None:
 
 def document(snap: Snapshot, names: dict[str, str | None] | None) -> dict[str, Any]:
     """The ``--json`` object (keys in the module docstring)."""
-    doc = snap.status or {}
+    doc = snap.status
     return {
         "format": FORMAT, "version": VERSION, "now": snap.now, "state": snap.state,
-        "daemon": {"running": snap.running, "pid": doc.get("pid"), "started": doc.get("started"),
-                   "updated": doc.get("updated")} if snap.status else None,
+        "daemon": {"running": snap.running, "pid": doc.pid, "started": doc.started,
+                   "updated": doc.updated} if doc is not None else None,
         "expire": snap.expire,
         "entries": len(snap.grants),
         "oldest": min((g.first for g in snap.grants), default=None),
-        "sinks": list(doc.get("sinks", [])),
+        "sinks": [sink.to_json() for sink in doc.sinks] if doc is not None else [],
         "pattern_sets": dict(matched_sets(snap.status)),
         "logins_per_minute": logins_per_minute(snap.events, snap.now),
         "grants": [{"ip": g.ip, "name": (names or {}).get(g.ip), "user": g.user, "service": g.service,

@@ -11,6 +11,11 @@ Output contracts (scripts rely on them):
   ``result`` (``login``/``ignored``/``nomatch``), ``ip``, ``user``, ``service``,
   ``pattern_set``, ``pattern``, ``time`` (ISO 8601 or null); relaywatch adds
   ``authorise`` (logins: would the policy grant relay) and ``why``.
+
+What the policy says comes from the daemon's own code: each login becomes a ``LoginEvent``
+by ``logins.login_event`` and is judged by ``Ledger.refusal`` (the never-list, and with
+``--expire`` the login's age at the time the input was written), so this face cannot
+promise what the daemon would refuse.
 - ``--summary``: counts only; with ``--json`` one object with ``lines``, ``login``,
   ``ignored``, ``nomatch`` (and ``hits``, ``cut``).
 """
@@ -30,9 +35,10 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, BinaryIO, TypeVar
 
 from logwatch import timestamps
-from logwatch.addresses import NeverList
 from logwatch.display import printable
-from logwatch.matcher import NEEDLE, NOMATCH, Matcher, Verdict
+from logwatch.ledger import Ledger
+from logwatch.logins import login_event
+from logwatch.matcher import NEEDLES, NOMATCH, Matcher, Verdict
 from logwatch.sources.lines import LineSplitter, decode, decode_batch
 from logwatch.sources.stream import batches, matching
 
@@ -49,20 +55,11 @@ class UsageError(Exception):
     """Bad usage or an unreadable input: one line for the user, exit status 2."""
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """What the daemon would do with a login: the services and the never-list.
-
-    The matcher already refuses services that are not enabled; this adds ``--never``.
-    """
-
-    never: NeverList
-
-    def refusal(self, verdict: Verdict) -> str | None:
-        """Return why ``verdict``'s login would not be authorised, or None if it would."""
-        if verdict.ip is not None and verdict.ip in self.never:
-            return f"{verdict.ip} is in --never"
-        return None
+def refusal(ledger: Ledger, verdict: Verdict, now: float) -> str | None:
+    """Why the daemon would not authorise ``verdict``'s login at ``now`` (None: it would, or
+    the line is not a login). The matcher already ignores services that are not enabled."""
+    event = login_event(verdict, now)
+    return None if event is None else ledger.refusal(event, now)
 
 
 @dataclass
@@ -196,10 +193,11 @@ def _guarded(source: Iterator[T], name: str | None) -> Iterator[T]:
         raise UsageError(f"--file {name}: cannot read: {exc.strerror}") from None
 
 
-def run(matcher: Matcher, policy: Policy, lines: list[str], file: str | None, *, as_json: bool,
+def run(matcher: Matcher, ledger: Ledger, lines: list[str], file: str | None, *, as_json: bool,
         summary_only: bool, print_all: bool, out: IO[str], console: Console | None = None,
         stdin: BinaryIO | None = None) -> int:
-    """Replay the input through ``matcher`` and write the report to ``out``.
+    """Replay the input through ``matcher``, judge each login by ``ledger``'s refusal rules,
+    and write the report to ``out``.
 
     Returns:
         0 when it ran. Raises ``UsageError`` for the caller to print and exit 2.
@@ -219,15 +217,15 @@ def run(matcher: Matcher, policy: Policy, lines: list[str], file: str | None, *,
         for batch in _guarded(batches(stream, splitter=splitter), file):
             for raw in batch:
                 number += 1
-                verdict = matcher.match(decode(raw)) if raw.find(NEEDLE) >= 0 else NOMATCH
-                refusal = policy.refusal(verdict) if verdict.result == "login" else None
+                verdict = matcher.match(decode(raw)) if any(n in raw for n in NEEDLES) else NOMATCH
+                why = refusal(ledger, verdict, written) if verdict.result == "login" else None
                 tally.add(number, verdict, partial(decode, raw))
                 if as_json:
                     moment = timestamps.parse(verdict.stamp, now) if verdict.stamp else None
-                    write(json_record(number, verdict, refusal, moment) + "\n")
+                    write(json_record(number, verdict, why, moment) + "\n")
                 else:
                     assert console is not None
-                    console.print(line_text(number, verdict, refusal))
+                    console.print(line_text(number, verdict, why))
     tally.cut = splitter.cut
     sets = tuple(s.name for s in matcher.sets)
     if as_json:
@@ -245,7 +243,7 @@ def run(matcher: Matcher, policy: Policy, lines: list[str], file: str | None, *,
 
 
 def _count(matcher: Matcher, stream: BinaryIO, splitter: LineSplitter, tally: Tally) -> None:
-    """The ``--summary`` loop: counts only, and only lines that contain ``NEEDLE`` are cut
+    """The ``--summary`` loop: counts only, and only lines that contain one of ``NEEDLES`` are cut
     out of the chunks read, decoded and matched (``LineSplitter.feed_matching``).
 
     Why a loop of its own: it is the cost model of catching up on a day's log. Per-line
@@ -254,7 +252,7 @@ def _count(matcher: Matcher, stream: BinaryIO, splitter: LineSplitter, tally: Ta
     classify = matcher.classify
     lines = 0
     hits: Counter[tuple[str, str | None, str | None]] = Counter()
-    for count, found in _guarded(matching(stream, NEEDLE, splitter), getattr(stream, "name", None)):
+    for count, found in _guarded(matching(stream, NEEDLES, splitter), getattr(stream, "name", None)):
         lines += count
         hits.update(map(classify, decode_batch(found)))
     tally.lines = lines

@@ -31,6 +31,7 @@ from rich.text import Text
 from logwatch.display import printable
 from logwatch.durations import format_duration
 from logwatch.model import Grant
+from logwatch.statusrecord import DaemonStatus
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -51,7 +52,7 @@ class Snapshot:
         now: seconds since the epoch at which the snapshot was taken.
         grants: the grants, with ``until`` = last login + ``expire`` (or ``last`` if unknown).
         expire: the daemon's ``--expire`` in seconds, from its status; None if unknown.
-        status: the daemon's ``status.json`` document, or None if it never wrote one.
+        status: the daemon's ``status.json``, as a record, or None if it never wrote one.
         running: the daemon says it runs and its process exists.
         events: recent events, oldest first (``status.read_events``).
         state: the ``--state`` path, for messages.
@@ -60,7 +61,7 @@ class Snapshot:
     now: float
     grants: tuple[Grant, ...]
     expire: float | None
-    status: Mapping[str, Any] | None
+    status: DaemonStatus | None
     running: bool
     events: tuple[Mapping[str, Any], ...] = ()
     state: str = ""
@@ -242,13 +243,11 @@ class Header:
             first.append(printable(f": nothing beside {s.state}; is the daemon run with this --state?"))
         elif s.running:
             first.append("running", style="bold green")
-            started = status.get("started")
-            since = f" since {clock_text(started, now, self.tz)}" if isinstance(started, (int, float)) else ""
-            first.append(printable(f" (pid {status.get('pid')}){since}"))
+            since = f" since {clock_text(status.started, now, self.tz)}" if status.started is not None else ""
+            first.append(printable(f" (pid {status.pid}){since}"))
         else:
             first.append("stopped", style="bold red")
-            updated = status.get("updated")
-            when = clock_text(updated, now, self.tz) if isinstance(updated, (int, float)) else "?"
+            when = clock_text(status.updated, now, self.tz) if status.updated is not None else "?"
             first.append(f" at {when}: it withdraws nothing until it runs again")
         second = Text(f"{len(s.grants)} {'entry' if len(s.grants) == 1 else 'entries'}")
         if s.grants:
@@ -256,28 +255,26 @@ class Header:
         if s.expire:
             second.append(f" · expire {format_duration(s.expire)}")
         second.append(f" · logins {logins_per_minute(s.events, now)}/min")
-        counts = status.get("counts", {}) if status else {}
         for kind in ("refused", "ignored"):
-            if isinstance(counts, Mapping) and counts.get(kind):
-                second.append(printable(f" · {kind} {counts[kind]}"))
+            if status is not None and status.count(kind):
+                second.append(f" · {kind} {status.count(kind)}")
         sinks = Text("sinks: ", style="bold")
-        listed = [x for x in (status.get("sinks", []) if status else []) if isinstance(x, Mapping)]
-        for n, sink in enumerate(sorted(listed, key=lambda x: bool(x.get("ok")))):  # trouble first
+        listed = status.sinks if status is not None else ()
+        for n, sink in enumerate(sorted(listed, key=lambda x: x.ok)):  # trouble first
             if n:
                 sinks.append(" · ")
-            sinks.append(printable(str(sink.get("spec", "?"))))
-            last_ok = sink.get("last_ok")
-            when = clock_text(last_ok, now, self.tz) if isinstance(last_ok, (int, float)) and last_ok else "never"
-            if sink.get("ok"):
+            sinks.append(printable(sink.spec))
+            when = clock_text(sink.last_ok, now, self.tz) if sink.last_ok else "never"
+            if sink.ok:
                 sinks.append(" ok", style="green")
                 sinks.append(f" {when}")
             else:
                 sinks.append(" failing", style="bold red")
                 sinks.append(f" (last ok {when}")
-                if sink.get("backlog"):
-                    sinks.append(printable(f", {sink['backlog']} owed"))
+                if sink.backlog:
+                    sinks.append(f", {sink.backlog} owed")
                 sinks.append(")")
-        if not status or not status.get("sinks"):
+        if not listed:
             sinks.append("unknown", style="dim")
         matched = Text("matched: ", style="bold")
         matched.append(printable(", ".join(f"{name} ({n})" for name, n in matched_sets(status)) or "nothing yet"))
@@ -290,15 +287,13 @@ class Header:
             yield line
 
 
-def matched_sets(status: Mapping[str, Any] | None) -> list[tuple[str, int]]:
-    """Pattern sets with hits, most first: ``status.json``'s ``"set/pattern": n`` summed per set."""
+def matched_sets(status: DaemonStatus | None) -> list[tuple[str, int]]:
+    """Pattern sets with hits, most first: the status's ``"set/pattern": n`` summed per set."""
     totals: dict[str, int] = {}
-    hits = status.get("hits", {}) if status else {}
-    if isinstance(hits, Mapping):
-        for key, n in hits.items():
-            if isinstance(n, int) and n > 0:
-                name = str(key).split("/", 1)[0]
-                totals[name] = totals.get(name, 0) + n
+    for key, n in status.hits if status is not None else ():
+        if n > 0:
+            name = key.split("/", 1)[0]
+            totals[name] = totals.get(name, 0) + n
     return sorted(totals.items(), key=lambda item: (-item[1], item[0]))
 
 
@@ -430,6 +425,6 @@ if __name__ == "__main__":  # pragma: no cover
     t = time.time()
     demo = Snapshot(t, (Grant("192.0.2.7", "bob", "imap-login", t - 900, t - 60, 4, t + 1740),
                         Grant("2001:db8::25", "alice", "pop3-login", t - 300, t - 300, 1, t + 1500)),
-                    1800, {"pid": 1, "running": True, "sinks": [{"spec": "relayctrl:/var/qmail/relay-ctrl",
-                                                                  "ok": True, "last_ok": t}]}, True)
+                    1800, DaemonStatus.from_json({"pid": 1, "running": True, "sinks": [
+                        {"spec": "relayctrl:/var/qmail/relay-ctrl", "ok": True, "last_ok": t}]}), True)
     _Console(width=80, height=24).print(Screen(demo, names={"192.0.2.7": "mail.example.test"}))
