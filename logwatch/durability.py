@@ -52,7 +52,7 @@ class Durability:
                  save_checkpoint: SaveCheckpoint = checkpoint.save) -> None:
         self.path = path
         #: Where the checkpoints (and the viewers' files) live: the state file's directory.
-        self.directory = str(Path(path).resolve().parent) if path else None
+        self.directory = str(Path(path).parent.resolve()) if path else None  # never a link's target's
         self._report = report
         self._save_checkpoint = save_checkpoint
         #: Grants changed since the state file was last written whole.

@@ -104,3 +104,14 @@ def test_without_state_nothing_is_written(tmp_path: Path) -> None:
     d.record([put("192.0.2.7")], T0)
     d.persist(T0, lambda: [], position(1))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoints_go_beside_a_symlinked_state_file_not_beside_its_target(tmp_path: Path) -> None:
+    """A state file that is a symbolic link must not move the checkpoints (and the viewers'
+    files) into its target's directory: that is a directory relaywatch never chose."""
+    mine, elsewhere = tmp_path / "mine", tmp_path / "elsewhere"
+    mine.mkdir()
+    elsewhere.mkdir()
+    (mine / "state.json").symlink_to(elsewhere / "state.json")
+    durability = Durability(str(mine / "state.json"), Reporter(logging.getLogger("test")), 0.0)
+    assert durability.directory == str(mine)
