@@ -30,17 +30,40 @@ Usage (or import the ``dovecot_lab`` fixture, which runs a test once per mode)::
 
 Every client helper returns only when Dovecot has written the log line that ends the
 action (polled against a deadline, never a fixed sleep), so log order is action order.
+
+**Dovecot 2.4** (``version="2.4"``; the fixture runs every version and mode): Debian 12 has
+only 2.3, so the lab runs Debian 13's Dovecot 2.4.1 from a minimal trixie root that
+``debootstrap --variant=minbase --include=dovecot-imapd,dovecot-pop3d trixie`` makes once
+(about a minute) and that is cached in ``/var/cache/relaywatch-roots/trixie-dovecot/HASH``
+(``HASH``: of the debootstrap command, include list and suite; ``$RELAYWATCH_ROOTS`` moves
+the cache). ``dovecot24_root`` builds it under an exclusive lock in ``HASH.partial`` and
+renames it into place only once debootstrap succeeded and a marker is written, so a
+half-built root is never used (it is removed and made again). Dovecot then runs in a
+private mount namespace (``unshare -m``): the cached root is bind-mounted read-only onto
+itself (no lab can change it), the lab's directory is bound onto its ``/mnt``, a small
+tmpfs each on its ``/dev`` (the usual devices, and ``/dev/log`` in syslog mode) and
+``/tmp``, a proc on ``/proc``, and Dovecot is started with ``chroot``. It writes its log
+into ``/mnt/log`` inside the root, i.e. the lab's directory, where the tests and
+relaywatch (outside) read it at ``lab.log_path``. Loopback only: the same network
+namespace, the same two ports on 127.0.0.1 and ::1. The config is 2.4's syntax
+(``dovecot_config_version``, ``passdb passwd-file { passwd_file_path }``, ``mail_driver``,
+``auth_allow_cleartext``); everything else, the clients, the waits and the evidence kept,
+is the same for both versions.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import hashlib
 import imaplib
 import ipaddress
 import os
 import poplib
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -80,6 +103,11 @@ USERS: dict[str, str] = {
 }
 
 LogMode = Literal["file", "syslog"]
+Version = Literal["2.3", "2.4"]
+#: The Dovecot versions the lab runs: the host's 2.3 (Debian 12), and 2.4 from a trixie root.
+VERSIONS: tuple[Version, ...] = ("2.3", "2.4")
+#: What a successful login's line says before ``user=<...>``: 2.4 renamed the message.
+LOGIN_MESSAGE: dict[Version, str] = {"2.3": "Login:", "2.4": "Logged in:"}
 Protocol = Literal["imap", "pop3"]
 Action = Literal["login", "fail", "abort"]
 
@@ -117,25 +145,37 @@ class Attempt:
     answered: float
 
 
-def problem(log: LogMode = "file") -> str | None:
-    """Say why the lab cannot run here in this log mode, or None when it can.
+def problem(log: LogMode = "file", version: Version = "2.3") -> str | None:
+    """Say why the lab cannot run here in this log mode and version, or None when it can.
 
     Why a string rather than a bool: ``need_lab`` turns it into a skip or, under CI, a
-    failure, and either must say what is missing.
+    failure, and either must say what is missing. For 2.4 this does not build the root
+    (``need_lab`` does); it only says whether the tools to build and enter one are here.
     """
+    if version not in VERSIONS:
+        return f"the lab runs Dovecot {' or '.join(VERSIONS)}, not {version!r}"
     if os.geteuid() != 0:
         return "the Dovecot lab needs root (Dovecot drops to dovenull, dovecot and nobody)"
-    dovecot = _which("dovecot")
-    if dovecot is None:
-        return "dovecot is not installed (Debian: dovecot-imapd dovecot-pop3d)"
-    version = subprocess.run([dovecot, "--version"], capture_output=True, text=True).stdout
-    if not version.startswith("2.3."):
-        return f"the lab writes a Dovecot 2.3 config; this is {version.strip() or '?'}"
-    for user in ("dovecot", "dovenull", "nobody"):
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            return f"system user {user!r} is missing (Debian's dovecot-core creates it)"
+    if version == "2.3":
+        dovecot = _which("dovecot")
+        if dovecot is None:
+            return "dovecot is not installed (Debian: dovecot-imapd dovecot-pop3d)"
+        found = subprocess.run([dovecot, "--version"], capture_output=True, text=True).stdout
+        if not found.startswith("2.3."):
+            return f"the lab writes a Dovecot 2.3 config; this is {found.strip() or '?'}"
+        for user in ("dovecot", "dovenull", "nobody"):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                return f"system user {user!r} is missing (Debian's dovecot-core creates it)"
+    else:
+        for tool, package in (("chroot", "coreutils"), ("unshare", "util-linux"),
+                              ("mount", "mount")):
+            if _which(tool) is None:
+                return f"the Dovecot 2.4 lab needs {tool} (Debian: {package})"
+        if _root_broken(dovecot24_root_path()) is not None and _which("debootstrap") is None:
+            return ("the Dovecot 2.4 lab builds a Debian 13 root with debootstrap, which is "
+                    "not installed (Debian: debootstrap)")
     if log == "syslog":
         for tool, package in (("rsyslogd", "rsyslog"), ("unshare", "util-linux"),
                               ("mount", "mount")):
@@ -144,34 +184,195 @@ def problem(log: LogMode = "file") -> str | None:
     return None
 
 
-def need_lab(log: LogMode = "file") -> None:
+def need_lab(log: LogMode = "file", version: Version = "2.3") -> None:
     """Skip the calling test when the lab cannot run; under CI=true fail instead.
 
-    Why fail under CI: CI installs Dovecot and rsyslog precisely to run these tests, so a
-    skip there would hide a broken install step behind a green run.
+    For 2.4 this also makes the cached Debian 13 root if there is none (about a minute,
+    once), so a root that cannot be made (no network, no mirror) is a skip here too.
+
+    Why fail under CI: CI installs Dovecot, rsyslog and debootstrap precisely to run these
+    tests, so a skip there would hide a broken install step behind a green run.
     """
-    why = problem(log)
+    why = problem(log, version)
+    if why is None and version == "2.4":
+        try:
+            dovecot24_root()
+        except (LabError, OSError, subprocess.SubprocessError) as e:
+            why = f"the Debian 13 root for Dovecot 2.4 could not be made: {e}"
     if why is None:
         return
     if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the Dovecot lab ({log}): {why}")
+        pytest.fail(f"CI must run the Dovecot {version} lab ({log}): {why}")
     pytest.skip(why)
 
 
-@pytest.fixture(params=["file", "syslog"])
+@pytest.fixture(params=[(v, m) for v in VERSIONS for m in ("file", "syslog")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def dovecot_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DovecotLab]:
-    """A running lab, once per log mode (import it into a test module to use it).
+    """A running lab, once per Dovecot version and log mode (import it into a test module
+    to use it; ``lab.version`` says which).
 
     Skips or, under CI, fails as ``need_lab`` does; stops the lab whatever the test did.
     """
-    mode: LogMode = request.param
-    need_lab(mode)
-    with DovecotLab(tmp_path, log=mode) as lab:
+    version: Version
+    mode: LogMode
+    version, mode = request.param
+    need_lab(mode, version)
+    with DovecotLab(tmp_path, log=mode, version=version) as lab:
         yield lab
 
 
+# -- the Debian 13 root for Dovecot 2.4 ---------------------------------------------------
+
+#: Where Debian roots for tests are cached. Other roots there (``trixie``, ``bookworm``,
+#: ``deb-*``) belong to other tests and are never touched.
+ROOTS = Path(os.environ.get("RELAYWATCH_ROOTS", "/var/cache/relaywatch-roots"))
+TRIXIE = "trixie"
+#: What the root is made with: Dovecot's imap and pop3 servers and what they depend on.
+TRIXIE_INCLUDE = ("dovecot-imapd", "dovecot-pop3d")
+#: Written into the root last, once debootstrap succeeded; a root without it is half-built.
+ROOT_MARKER = ".relaywatch-dovecotlab-complete"
+#: Where the lab's own directory appears inside the root: an empty directory of minbase.
+INSIDE = Path("/mnt")
+#: Seconds a root build may take before it counts as failed (measured: 40-60 s).
+BUILD_DEADLINE = 900.0
+#: Roots verified by this process (verifying runs the root's ``dovecot --version``).
+_verified: set[Path] = set()
+
+
+def debian_mirror() -> str:
+    """The Debian archive this machine's apt uses, for debootstrap.
+
+    ``$RELAYWATCH_DEBIAN_MIRROR`` if set; else the first ``URIs:`` (deb822 ``*.sources``)
+    or ``deb`` line (``*.list``, ``/etc/apt/sources.list``) whose URI ends in ``/debian``
+    (so not ``debian-security`` nor a third party's); else deb.debian.org.
+    """
+    if os.environ.get("RELAYWATCH_DEBIAN_MIRROR"):
+        return os.environ["RELAYWATCH_DEBIAN_MIRROR"]
+    apt = Path("/etc/apt")
+    uris: list[str] = []
+    for path in sorted((apt / "sources.list.d").glob("*.sources")):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("URIs:"):
+                uris += line.split(":", 1)[1].split()
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*.list"))]:
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line).split()
+                if len(words) >= 2 and words[0] == "deb":
+                    uris.append(words[1])
+    for uri in uris:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri
+    return "http://deb.debian.org/debian"
+
+
+def debootstrap_command(target: Path) -> list[str]:
+    """The command that makes the root (the mirror is added by the caller)."""
+    return ["debootstrap", "--variant=minbase", "--include=" + ",".join(TRIXIE_INCLUDE),
+            TRIXIE, str(target)]
+
+
+def dovecot24_root_path() -> Path:
+    """Where the root for the current include list is (made or not): a new include list
+    is a new root, never a changed one."""
+    key = hashlib.sha256(" ".join(debootstrap_command(Path("ROOT"))).encode()).hexdigest()
+    return ROOTS / f"{TRIXIE}-dovecot" / key[:16]
+
+
+def dovecot24_root() -> Path:
+    """The cached Debian 13 root with Dovecot 2.4, made first if it is missing or broken.
+
+    Under an exclusive ``flock`` on ``HASH.lock``, so parallel test processes wait for one
+    build instead of racing; the check is made under the lock too, so a root is never
+    seen half-way through a rebuild. Raises ``LabError`` if debootstrap fails.
+    """
+    final = dovecot24_root_path()
+    if final in _verified:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(final.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        why = _root_broken(final)
+        if why is not None:
+            _build_root(final, why)
+            why = _root_broken(final)
+            if why is not None:
+                raise LabError(f"the root made in {final} does not work: {why}")
+    _verified.add(final)
+    return final
+
+
+def _root_broken(root: Path) -> str | None:
+    """Why ``root`` cannot serve the 2.4 lab, or None when it can."""
+    if not (root / ROOT_MARKER).is_file():
+        return f"{root} is missing" if not root.exists() else f"{root} has no {ROOT_MARKER}"
+    for need in ("usr/sbin/dovecot", "usr/bin/doveconf", INSIDE.relative_to("/"),
+                 "dev", "proc", "tmp", "etc/passwd"):
+        if not (root / need).exists():
+            return f"{root} has no /{need}"
+    try:
+        found = dovecot_version_in(root)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"its dovecot --version failed: {e}"
+    if not found.startswith("2.4."):
+        return f"its dovecot --version says {found.strip()!r}, not 2.4.x"
+    return None
+
+
+def dovecot_version_in(root: Path) -> str:
+    """What ``dovecot --version`` says inside ``root`` (e.g. ``2.4.1-4 (7d8c0e5759)``)."""
+    return subprocess.run(["chroot", str(root), "/usr/sbin/dovecot", "--version"],
+                          capture_output=True, text=True, timeout=60, check=True,
+                          stdin=subprocess.DEVNULL).stdout.strip()
+
+
+def _build_root(final: Path, why: str) -> None:
+    """Make the root in ``HASH.partial`` and rename it into place (the caller holds the
+    lock). What a killed build left, and a broken root, are removed first (after
+    unmounting anything an interrupted debootstrap left mounted in it: never rmtree a
+    mounted /proc)."""
+    partial = final.with_name(final.name + ".partial")
+    for stale in (partial, final):
+        if stale.exists() or stale.is_symlink():
+            _umount_under(stale)
+            shutil.rmtree(stale)
+    log = final.with_name(final.name + ".log")
+    mirror = debian_mirror()
+    command = [*debootstrap_command(partial), mirror]
+    started = time.monotonic()
+    with open(log, "w") as out:
+        out.write(f"# rebuilding: {why}\n+ {shlex.join(command)}\n")
+        out.flush()
+        try:
+            result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, timeout=BUILD_DEADLINE)
+        except subprocess.TimeoutExpired:
+            result = None
+    if result is None or result.returncode != 0:
+        _umount_under(partial)
+        shutil.rmtree(partial, ignore_errors=True)
+        status = "timed out" if result is None else f"exited with status {result.returncode}"
+        raise LabError(f"{shlex.join(command)} {status} (log: {log}): {_tail(log)}")
+    _umount_under(partial)
+    (partial / ROOT_MARKER).write_text(
+        f"{shlex.join(command)}\nmade in {time.monotonic() - started:.0f} s, "
+        f"at {time.strftime('%Y-%m-%d %H:%M:%S %z')}\n")
+    partial.rename(final)
+
+
+def _umount_under(path: Path) -> None:
+    """Unmount whatever an interrupted build left mounted under ``path``, deepest first."""
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    with open("/proc/self/mounts") as f:
+        points = [row.split()[1] for row in f]
+    for point in sorted((m for m in points if (m + "/").startswith(prefix)), key=len,
+                        reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
 class DovecotLab:
-    """A private Dovecot 2.3 with imap and pop3 on 127.0.0.1 and ::1, and its log.
+    """A private Dovecot 2.3 or 2.4 with imap and pop3 on 127.0.0.1 and ::1, and its log.
 
     Args:
         keep: a directory (pytest's ``tmp_path``) that receives the config and logs when
@@ -180,12 +381,18 @@ class DovecotLab:
             Info: Login: ...``), ``syslog`` for ``log_path = syslog`` through a private
             rsyslogd writing Debian 12's default RFC 3339 format
             (``2026-11-21T08:51:36.043595+00:00 host dovecot: imap-login: Login: ...``).
+            Dovecot 2.4 writes ``Logged in:`` where 2.3 writes ``Login:``.
+        version: ``2.3``, the host's Dovecot (Debian 12), or ``2.4``, Debian 13's, run
+            chrooted in the cached trixie root (see the module docstring).
         deadline: seconds any one wait may take.
         settings: extra top-level dovecot.conf settings, name -> value (e.g.
             ``{"imap_id_log": "*"}``), written after the lab's own, so one of the same
-            name overrides it (Dovecot takes the last). Names and values go in verbatim.
+            name overrides it (Dovecot takes the last). Names and values go in verbatim,
+            so they must be the version's own syntax.
 
     Attributes (after start):
+        root: the lab's own directory (seen as ``/mnt`` by a 2.4 Dovecot).
+        debian_root: for 2.4, the cached root Dovecot runs in (read-only to it).
         log_path: the log file; while running the live one, after stop its copy in ``keep``.
         imap_port, pop3_port: the ports, the same on 127.0.0.1 and ::1.
         users: name -> password, every one able to log in over both protocols.
@@ -193,9 +400,13 @@ class DovecotLab:
     """
 
     def __init__(self, keep: Path, log: LogMode = "file", deadline: float = DEADLINE,
-                 settings: Mapping[str, str] | None = None) -> None:
+                 settings: Mapping[str, str] | None = None, version: Version = "2.3") -> None:
         if log not in ("file", "syslog"):
             raise ValueError(f"log must be 'file' or 'syslog', not {log!r}")
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}, not {version!r}")
+        self.version: Version = version
+        self.debian_root: Path | None = None
         self.settings: dict[str, str] = dict(settings or {})
         for name, value in self.settings.items():
             if not re.fullmatch(r"[a-z0-9_]+", name) or "\n" in value:
@@ -234,6 +445,8 @@ class DovecotLab:
         probe is closed, so another process can take one in between; Dovecot then exits
         with "Address already in use" and the lab tries fresh ports, three times at most.
         """
+        if self.version == "2.4":
+            self.debian_root = dovecot24_root()  # made once (about a minute), then cached
         self.root = Path(tempfile.mkdtemp(prefix="dovecotlab-"))
         try:
             self._prepare()
@@ -283,12 +496,29 @@ class DovecotLab:
         if survivors:
             raise LabError("still running after SIGKILL: " + ", ".join(survivors))
 
+    def restart(self) -> None:
+        """Stop Dovecot (SIGTERM, as ``doveadm stop`` sends) and start it again with the
+        same config, ports and log, as an admin's restart or upgrade would.
+
+        Returns when the new master has logged its start-up line (the log then holds one
+        more, which is how relaywatch learns Dovecot's version) and listens again.
+        """
+        self._check("127.0.0.1")
+        assert self._dovecot is not None
+        survivors = _end(self._dovecot, "dovecot", self.deadline)
+        self._dovecot = None
+        if survivors:
+            raise LabError("still running after SIGKILL: " + ", ".join(survivors))
+        why = self._start_dovecot()
+        if why is not None:
+            raise LabError(f"Dovecot did not start again: {why}")
+
     # -- clients ----------------------------------------------------------------------
 
     def login(self, protocol: Protocol, user: str, source: str = "127.0.0.1") -> Attempt:
         """Log in with the right password from ``source`` and log out.
 
-        Returns when the login process's ``Login:`` line and the mail process's
+        Returns when the login process's ``Login:`` line (2.4: ``Logged in:``) and the mail process's
         ``Logged out`` line for that session are both in the log, so the whole session
         is there for the test to read (the mail process's prefix carries the user name,
         hostile ones included).
@@ -298,7 +528,7 @@ class DovecotLab:
             client.login(user, self.users[user])
             answered = time.monotonic()
         needle = f"{protocol}-login: "
-        tail = f"Login: user=<{user}>, method=PLAIN, rip={source}, lip="
+        tail = f"{LOGIN_MESSAGE[self.version]} user=<{user}>, method=PLAIN, rip={source}, lip="
         begin = self._offset
         line = self._wait(lambda s: needle in s and tail in s,
                           f"{protocol} Login of {user!r} from {source}")
@@ -387,7 +617,7 @@ class DovecotLab:
             if not parent.stat().st_mode & 0o001:
                 raise LabError(f"{parent} is not traversable by others; Dovecot's "
                                f"unprivileged users could not reach {self.root} (set TMPDIR)")
-        nobody = pwd.getpwnam("nobody")
+        nobody = self._account("nobody")
         (self.root / "log").mkdir(mode=0o755)
         (self.root / "home").mkdir(mode=0o755)
         rows = []
@@ -398,18 +628,68 @@ class DovecotLab:
             # passwd-file: name:password:uid:gid:gecos:home:shell:extra. Only ':' splits,
             # so the hostile names (commas, <, >, =, spaces) are taken whole.
             rows.append(f"{name}:{{PLAIN}}{password}:{nobody.pw_uid}:{nobody.pw_gid}::"
-                        f"{home}::\n")
+                        f"{self._seen(home)}::\n")
         passwd = self.root / "passwd"
         passwd.write_text("".join(rows))
         passwd.chmod(0o644)
         self.conf_path = self.root / "dovecot.conf"
         self.log_path = self.root / "log" / ("dovecot.log" if self.mode == "file" else "syslog")
 
+    def _seen(self, path: Path) -> Path:
+        """``path`` (in the lab's directory) as Dovecot sees it: the same for 2.3, under
+        ``/mnt`` for 2.4, whose root has the lab's directory bound there."""
+        if self.version == "2.3":
+            return path
+        return INSIDE / path.relative_to(self.root)
+
+    def _account(self, name: str) -> pwd.struct_passwd:
+        """A system account as Dovecot resolves it: the host's for 2.3, the Debian 13
+        root's for 2.4 (its own /etc/passwd; ``nobody`` is 65534 in both)."""
+        if self.debian_root is None:
+            return pwd.getpwnam(name)
+        for row in (self.debian_root / "etc/passwd").read_text().splitlines():
+            fields = row.split(":")
+            if fields[0] == name and len(fields) == 7:
+                return pwd.struct_passwd((fields[0], fields[1], int(fields[2]),
+                                          int(fields[3]), *fields[4:]))
+        raise LabError(f"{self.debian_root}/etc/passwd has no {name!r}")
+
     def _write_config(self) -> None:
-        r = self.root
-        log_path = "syslog" if self.mode == "syslog" else str(self.log_path)
+        r = self._seen(self.root)
+        log_path = "syslog" if self.mode == "syslog" else str(self._seen(self.log_path))
+        # The two versions' configs say the same things; 2.4 renamed most of them.
+        if self.version == "2.3":
+            head = ""
+            cleartext = "disable_plaintext_auth = no"
+            username_format = "%u"
+            mail = "mail_location = maildir:~/Maildir"
+            databases = f"""\
+passdb {{
+  driver = passwd-file
+  args = {r}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = {r}/passwd
+}}"""
+        else:
+            head = """\
+# Must come first in 2.4: the syntax and defaults this file is written for.
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+"""
+            cleartext = "auth_allow_cleartext = yes"
+            username_format = "%{user}"
+            mail = "mail_driver = maildir\nmail_path = ~/Maildir"
+            databases = f"""\
+passdb passwd-file {{
+  passwd_file_path = {r}/passwd
+}}
+userdb passwd-file {{
+  passwd_file_path = {r}/passwd
+}}"""
         self.conf_path.write_text(f"""\
-# dovecotlab: a private Dovecot for relaywatch's tests; nothing is read from /etc/dovecot.
+{head}# dovecotlab: a private Dovecot {self.version} for relaywatch's tests; nothing is read from /etc/dovecot.
 protocols = imap pop3
 listen = 127.0.0.1, ::1
 base_dir = {r}/run
@@ -418,25 +698,18 @@ state_dir = {r}/state
 instance_name = dovecot
 log_path = {log_path}
 ssl = no
-disable_plaintext_auth = no
+{cleartext}
 # Empty: any character may reach the passdb, so the hostile names can log in and an
 # unauthenticated client's name reaches the failure lines unfiltered.
 auth_username_chars =
-# The client's case as sent (the default %Lu lowercases), so forged text reaches the
+# The client's case as sent (the default lowercases), so forged text reaches the
 # log exactly as an attacker wrote it.
-auth_username_format = %u
+auth_username_format = {username_format}
 # The auth process's own lines ("passwd-file(user,rip,<session>): Password mismatch")
 # are common on real servers and must never count as logins.
 auth_verbose = yes
-mail_location = maildir:~/Maildir
-passdb {{
-  driver = passwd-file
-  args = {r}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {r}/passwd
-}}
+{mail}
+{databases}
 service imap-login {{
   inet_listener imap {{
     port = {self.imap_port}
@@ -493,21 +766,30 @@ input(type="imuxsock" Socket="{self._socket}" RateLimit.Interval="0")
         symlink to rsyslogd's socket. Why this way: glibc's syslog() always writes to
         /dev/log and Dovecot 2.3 has no setting for another socket; the mount namespace
         gives Dovecot its own /dev/log without creating or replacing the host's.
+
+        Dovecot 2.4 always runs that way, with ``_chroot_script``: in the cached Debian 13
+        root, read-only, with the lab's directory on its ``/mnt``. ``unshare``, ``sh`` and
+        ``chroot`` each exec the next, so the process started is Dovecot's master.
         """
-        dovecot = _which("dovecot")
-        assert dovecot is not None
-        command = [dovecot, "-F", "-c", str(self.conf_path)]
-        if self.mode == "syslog":
-            command = [_which("unshare") or "unshare", "--mount", "--propagation", "private",
-                       "sh", str(self._namespace_script()), *command]
+        start = re.compile(r"master: (Info: )?Dovecot v\S+ .*starting up")
+        started = sum(1 for s in self._peek() if start.search(s))  # a restart: one more
+        unshare = [_which("unshare") or "unshare", "--mount", "--propagation", "private"]
+        if self.version == "2.4":
+            command = [*unshare, "sh", str(self._chroot_script()), "/usr/sbin/dovecot", "-F",
+                       "-c", str(self._seen(self.conf_path))]
+        else:
+            dovecot = _which("dovecot")
+            assert dovecot is not None
+            command = [dovecot, "-F", "-c", str(self.conf_path)]
+            if self.mode == "syslog":
+                command = [*unshare, "sh", str(self._namespace_script()), *command]
         stderr = self.root / "dovecot.stderr"
-        with open(stderr, "wb") as err:
+        with open(stderr, "ab") as err:  # appended: a restart keeps the first start's words
             self._dovecot = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,
                                              stderr=err, start_new_session=True)
         self.pids["dovecot"] = self._dovecot.pid
-        start = re.compile(r"master: (Info: )?Dovecot v\S+ .*starting up")
         try:
-            self._until(lambda: any(start.search(s) for s in self._peek())
+            self._until(lambda: sum(1 for s in self._peek() if start.search(s)) > started
                         and _listening({self.imap_port, self.pop3_port}),
                         "Dovecot's start", self._dovecot, stderr)
         except LabError as e:
@@ -534,6 +816,43 @@ ln -s /proc/self/fd {dev}/fd
 ln -s {self._socket} {dev}/log
 mount --move {dev} /dev
 exec "$@"
+""")
+        return script
+
+    def _chroot_script(self) -> Path:
+        """The script that enters the Debian 13 root for Dovecot 2.4 (see ``_start_dovecot``).
+
+        Why each mount: the root read-only so no lab changes the cached root; ``/mnt`` the
+        lab's directory (config, passwd-file, homes, run, state, log); ``/dev`` a tmpfs
+        with the usual devices (and ``/dev/log`` to rsyslogd's socket in syslog mode);
+        ``/tmp`` writable, where doveconf writes its binary config before Dovecot starts
+        (measured: "safe_mkstemp(/tmp/doveconf.) failed: Read-only file system"); ``/proc``
+        for the processes' own entries.
+        """
+        assert self.debian_root is not None
+        q = shlex.quote
+        root, lab = q(str(self.debian_root)), q(str(self.root))
+        log = ""
+        if self.mode == "syslog":
+            log = f"ln -s {q(str(self._seen(self._socket)))} \"$root/dev/log\"\n"
+        script = self.root / "in-namespace.sh"
+        script.write_text(f"""\
+# Runs inside Dovecot's private mount namespace (unshare -m): nothing here is seen
+# outside it, and it all vanishes with the namespace.
+set -eu
+root={root}
+mount --bind "$root" "$root"
+mount -o remount,bind,ro "$root"
+mount --bind {lab} "$root{INSIDE}"
+mount -t tmpfs -o mode=0755,size=64k dovecotlab-dev "$root/dev"
+for node in null zero full random urandom; do
+    : > "$root/dev/$node"
+    mount --bind /dev/$node "$root/dev/$node"
+done
+ln -s /proc/self/fd "$root/dev/fd"
+{log}mount -t tmpfs -o mode=1777,size=16m dovecotlab-tmp "$root/tmp"
+mount -t proc dovecotlab-proc "$root/proc"
+exec chroot "$root" "$@"
 """)
         return script
 

@@ -1,10 +1,13 @@
 """The whole chain, for real: Dovecot logins -> relaywatch run -> Postfix relays or refuses.
 
-A private Dovecot (its own log file, or syslog through a private rsyslogd), a private
+A private Dovecot, 2.3 (the host's) and 2.4 (Debian 13's, chrooted; see tests/dovecotlab.py),
+each with its own log file or syslog through a private rsyslogd, a private
 Postfix whose smtpd checks relaywatch's hash map, and ``relaywatch run`` as a process.
 Real IMAP/POP3 clients log in from 127.0.0.N and ::1, fail, abort, and use accounts whose
 names forge ``rip=6.6.6.6``; then real SMTP RCPT probes from the same sources: every
-successful login relays, no other source does, and 6.6.6.6 reaches no sink.
+successful login relays, no other source does, and 6.6.6.6 reaches no sink. On 2.4 this
+proves that relaywatch recognises what a real 2.4 writes for a success (``Logged in:``,
+with ``mpid=``), and nothing in its failure and abort lines (``Login aborted:``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import pytest
 
 import postfixlab
 from tests.daemonlab import wait_for
-from tests.dovecotlab import FORGED_IP, HOSTILE_BRACKET, HOSTILE_COMMA, DovecotLab, need_lab
+from tests.dovecotlab import (FORGED_IP, HOSTILE_BRACKET, HOSTILE_COMMA, LOGIN_MESSAGE,
+                              VERSIONS, DovecotLab, Version, need_lab)
 
 
 
@@ -43,14 +47,16 @@ def postfix() -> Iterator[postfixlab.PostfixLab]:
         lab.stop()
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("mode", ["file", "syslog"])
-def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: postfixlab.PostfixLab) -> None:
-    need_lab(mode)  # type: ignore[arg-type]
+def test_logins_relay_and_nothing_else_does(mode: str, version: Version, tmp_path: Path,
+                                            postfix: postfixlab.PostfixLab) -> None:
+    need_lab(mode, version)  # type: ignore[arg-type]
     relay_ctrl = tmp_path / "relay-ctrl"
     relay_ctrl.mkdir()
     err = tmp_path / "relaywatch.err"
     spec = postfix.map_spec("hash")
-    with DovecotLab(tmp_path, log=mode) as dovecot:  # type: ignore[arg-type]
+    with DovecotLab(tmp_path, log=mode, version=version) as dovecot:  # type: ignore[arg-type]
         args = [sys.executable, "-m", "logwatch", "run", "--log", str(dovecot.log_path),
                 "--postfix-map", spec, "--postfix-config", str(postfix.config_dir),
                 "--relay-ctrl-dir", str(relay_ctrl), "--state", str(tmp_path / "state.json"),
@@ -60,11 +66,18 @@ def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: 
         try:
             wait_for(lambda: "first start" in err.read_text() or daemon.poll() is not None, "relaywatch to start")
             assert daemon.poll() is None, err.read_text()
-            dovecot.login("imap", "alice", source="127.0.0.2")
-            dovecot.login("pop3", "bob", source="127.0.0.3")
-            dovecot.login("imap", "alice", source="::1")
-            dovecot.login("imap", HOSTILE_BRACKET, source="127.0.0.6")
-            dovecot.login("pop3", HOSTILE_COMMA, source="127.0.0.7")
+            # relaywatch began at the end of the log, after Dovecot's start-up line: a
+            # restart writes one it reads, as after an upgrade, and it chooses its sets.
+            dovecot.restart()
+            logins = [dovecot.login("imap", "alice", source="127.0.0.2"),
+                      dovecot.login("pop3", "bob", source="127.0.0.3"),
+                      dovecot.login("imap", "alice", source="::1"),
+                      dovecot.login("imap", HOSTILE_BRACKET, source="127.0.0.6"),
+                      dovecot.login("pop3", HOSTILE_COMMA, source="127.0.0.7")]
+            # The version's own success message, with mpid=: the test is of that format.
+            for attempt in logins:
+                assert f"-login: {'Info: ' if mode == 'file' else ''}{LOGIN_MESSAGE[version]} user=<" in attempt.line, attempt.line
+                assert ", mpid=" in attempt.line, attempt.line
             dovecot.fail_login("imap", "alice", source="127.0.0.4")
             dovecot.fail_login("pop3", HOSTILE_COMMA, source="127.0.0.8")
             dovecot.abort("pop3", source="127.0.0.5")
@@ -89,3 +102,14 @@ def test_logins_relay_and_nothing_else_does(mode: str, tmp_path: Path, postfix: 
     for source in relayed:
         assert f"authorised {source} " in log
     assert re.search(rf"{re.escape(spec)}: rebuilt with \d+ client\(s\) in \d+ ms", log)
+    # Which sets relaywatch chose from the start-up line it read. 2.3: the 2.0-2.3 set
+    # alone. 2.4: Debian 13 writes "Dovecot v2.4.1-4 (7d8c0e5759) starting up", which
+    # relaywatch does not read as a version yet (the Debian revision "-4"; see
+    # tests/test_dovecot24_lines.py), so the version stays unknown and the logins above were
+    # claimed by dovecot-2.4 among the sets that need no version. Either way, never a wrong
+    # set: the assertion takes the fix when it lands.
+    chosen = re.findall(r"Dovecot v(\S+) started; the sets that claim lines now: (.*)", log)
+    if version == "2.3":
+        assert chosen == [("2.3.19.1", "dovecot-2.0-2.3")], chosen
+    else:
+        assert all(v.startswith("2.4") and sets == "dovecot-2.4" for v, sets in chosen), chosen
