@@ -315,6 +315,8 @@ class Daemon:
         fixed = [o.name for o in _RESTART_ONLY if getattr(new, o.attr) != getattr(self.settings, o.attr)]
         if fixed:
             log.warning("reload: %s change(s) only with a restart", ", ".join(fixed))
+        if self.matcher.version is not None:
+            matcher.follow(self.matcher.version)  # the Dovecot version read from the log stays known
         self.matcher = matcher
         self.settings = new
         logsetup.set_level(new.log_level)

@@ -243,11 +243,18 @@ class Matcher:
         elif not self.by_version:
             why = f"Dovecot v{version} started; the sets stay those chosen by name"
         else:
-            self.version = version
-            self._tables, self.sets = self._choose(version)
+            self.follow(version)
             named = ", ".join(s.name for s in self.sets) or "none"
             why = f"Dovecot v{version} started; the sets that claim lines now: {named}"
         return Verdict("ignored", None, None, None, None, STARTUP, None, why)
+
+    def follow(self, version: str) -> None:
+        """Let the sets for Dovecot ``version`` claim lines from now on (a start-up line said
+        so, or a matcher built anew on reload carries on from the old one). Nothing changes
+        while the version is pinned or the sets were chosen by name."""
+        if self.pinned is None and self.by_version:
+            self.version = versions.check(version)
+            self._tables, self.sets = self._choose(version)
 
     def match(self, line: str) -> Verdict:
         """Return the verdict for one line (without its newline)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,16 @@ def _fields(lab: Lab) -> dict[str, object]:
 def _after_save(lab: Lab) -> list[tuple[str, str, str]]:
     lab.at(lab.clock.now + 1).step()
     return events(lab)
+
+
+def test_a_reload_keeps_the_dovecot_version_read_from_the_log(tmp_path: Path) -> None:
+    """A SIGHUP builds the matcher anew; the version Dovecot announced must not be forgotten
+    (on a 1.x host its logins would stop authorising until Dovecot's next restart)."""
+    sink = MemorySink("a")
+    lab = Lab(tmp_path, [sink])
+    lab.daemon.start()
+    lab.step(time.strftime("%b %e %H:%M:%S", time.localtime(T0)) + " mx dovecot: Dovecot v1.2.17 starting up")
+    lab.daemon.reload()
+    one_x = login("192.0.2.7", T0).replace(", mpid=1", "")
+    lab.at(T0 + 1).step(one_x)
+    assert lab.daemon.matcher.version == "1.2.17" and set(sink.published) == {"192.0.2.7"}
