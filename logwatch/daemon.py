@@ -114,7 +114,8 @@ class Daemon:
             log.warning("%s", warning)
         startup.check_state(s.state)
         sinks = list(self._sinks) if self._sinks is not None else startup.open_sinks(s)
-        self.outlets = [Outlet(sink, self._report) for sink in sinks]
+        # A sink that lost what it published gets the whole ledger (as it is then) again.
+        self.outlets = [Outlet(sink, self._report, snapshot=lambda: self.ledger.grants()) for sink in sinks]
         try:
             self.gate = startup.gate(s)
         except StartError:

@@ -79,12 +79,15 @@ class SinkError(Exception):
         spec: the sink's ``type:name``.
         retryable: True if the same call may succeed later (disk full, MTA busy); False
             for configuration errors that only the admin can fix.
+        resync: the sink may have lost what it published (a database that went away, a
+            dropped table): once it works again, the outlet sends it the whole ledger.
     """
 
-    def __init__(self, spec: str, message: str, *, retryable: bool) -> None:
+    def __init__(self, spec: str, message: str, *, retryable: bool, resync: bool = False) -> None:
         super().__init__(f"{spec}: {message}")
         self.spec = spec
         self.retryable = retryable
+        self.resync = resync
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +99,15 @@ class SinkOptions:
         postfix_config: Postfix configuration directory, passed as ``-c DIR`` to postmap,
             postconf and postfix (``--postfix-config``); None for the default instance.
         relay_ctrl_mapped: also write ``::ffff:a.b.c.d`` files (``--relay-ctrl-mapped``).
+        sql_table: the shared SQL table (``--sql-table``).
+        sql_password_file: the SQL password's file (``--sql-password-file``), or None.
     """
 
     postfix_value: str = "OK"
     postfix_config: str | None = None
     relay_ctrl_mapped: bool = False
+    sql_table: str = "relay_clients"
+    sql_password_file: str | None = None
 
 
 # type -> "module:function"; the function is called as function(type, name, options).
@@ -114,6 +121,10 @@ _REGISTRY: dict[str, str] = {
     "cdb": "logwatch.sinks.postfixmap:open_postfix_map",
     "texthash": "logwatch.sinks.postfixmap:open_postfix_map",
     "memory": "logwatch.sinks.memory:open_memory",
+    "postgresql": "logwatch.sinks.sql:open_sql",  # --sql URL: the URL is the spec
+    "postgres": "logwatch.sinks.sql:open_sql",
+    "mysql": "logwatch.sinks.sql:open_sql",
+    "mariadb": "logwatch.sinks.sql:open_sql",
 }
 
 

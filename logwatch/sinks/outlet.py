@@ -16,6 +16,11 @@ What a ``SinkError`` says decides what happens (``SinkError.retryable``, like Po
 - not retryable, from ``commit``: the batch is dropped (sending it again cannot help) and
   the sink reports failing until a commit succeeds.
 
+A sink that may have lost what it published (a database that went away or had its table
+dropped: ``SinkError.resync``) gets the whole ledger at its next try, from ``snapshot``,
+with the withdrawals still owed: sending the backlog alone would leave out the grants it
+lost before the failure.
+
 ``health`` joins the outlet's view (backlog, last error) with the sink's own
 (``Sink.health``: the Postfix sink rebuilds on a thread of its own), so the status says
 failing whenever the MTA does not see what the ledger holds.
@@ -24,10 +29,10 @@ failing whenever the MTA does not see what the ledger holds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from logwatch.durations import format_duration
-from logwatch.model import DROP, PUT, Change
+from logwatch.model import DROP, PUT, Change, Grant
 from logwatch.reporter import Reporter
 from logwatch.sinks import Sink, SinkError
 from logwatch.statusrecord import SinkStatus
@@ -45,10 +50,12 @@ class Outlet:
         sink: an open sink.
         report: rate-limited logging, shared with the daemon.
         retry_min, retry_max: the backoff, in seconds.
+        snapshot: every grant the ledger holds now, for a sink that asks to be resynced;
+            None: the backlog alone is sent again.
     """
 
     def __init__(self, sink: Sink, report: Reporter, retry_min: float = RETRY_MIN,
-                 retry_max: float = RETRY_MAX) -> None:
+                 retry_max: float = RETRY_MAX, snapshot: Callable[[], Iterable[Grant]] | None = None) -> None:
         self.sink = sink
         self.spec = sink.spec
         self.backlog: list[Change] = []
@@ -59,10 +66,17 @@ class Outlet:
         #: One line naming the outlet's own last failure; "" once a batch went through.
         self.failing = ""
         self._report = report
+        self._snapshot = snapshot
+        #: The sink asked for the whole ledger at its next try (``SinkError.resync``).
+        self._resync = False
 
     def send(self, changes: Sequence[Change], now: float) -> None:
         """Apply ``changes`` (after any backlog) and commit, unless a retry is not due yet."""
         self.backlog.extend(changes)
+        if self._resync and self._snapshot is not None and now >= self.retry_at:
+            self._resync = False
+            self.backlog[:] = [c for c in self.backlog if c.kind == DROP] + [
+                Change(PUT, grant, "restored") for grant in self._snapshot()]
         if not self.backlog or now < self.retry_at:
             return
         kept: list[Change] = []
@@ -126,6 +140,7 @@ class Outlet:
 
     def _retry_later(self, exc: SinkError, now: float) -> None:
         self.failing = str(exc)
+        self._resync |= exc.resync
         self.retry_at = now + self.delay
         self._report.say(f"sink {self.spec}", logging.ERROR, "%s; %d change(s) kept, retrying in %s",
                          exc, len(self.backlog), format_duration(self.delay), now=now)
