@@ -7,6 +7,7 @@ meaning belongs to the module that uses it.
     relaywatch check-config [--config FILE] [options]
     relaywatch status --state FILE [--json]          who may relay now
     relaywatch tui --state FILE                      the same, live
+    relaywatch postfix-sql-map --sql URL [--sql-table NAME]   Postfix's table file for --sql
     relaywatch --test-pattern [LINE ... | - | --file PATH] [options]
     relaywatch demo
 """
@@ -95,6 +96,11 @@ def _main_parser() -> _Parser:
                              ("tui", tui_face, "a live full-screen view of who may relay")):
         sub = commands.add_parser(name, help=text, description=text)
         face.add_arguments(sub)
+    text = "print the Postfix pgsql_table(5) or mysql_table(5) file that reads relaywatch's --sql table"
+    sql_map = commands.add_parser("postfix-sql-map", help=text, description=text)
+    sql_map.add_argument("--sql", metavar="URL", required=True,
+                         help="postgresql://USER@HOST[:PORT]/DB or mysql://USER@HOST[:PORT]/DB, as given to run")
+    sql_map.add_argument("--sql-table", metavar="NAME", default="relay_clients", help="the table (default relay_clients)")
     demo = commands.add_parser("demo", help="watch relaywatch work on the bundled sample log (no Dovecot, root or network)")
     demo.add_argument("--fast", action="store_true", help="replay quickly, with a 2 s expiry")
     return parser
@@ -133,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             code: int = (status_face if args.command == "status" else tui_face).run(args)
             return code
+        if args.command == "postfix-sql-map":
+            return _postfix_sql_map(args)
         if args.command in ("run", "check-config"):
             return _run(args, check_only=args.command == "check-config")
         _main_parser().print_help()
@@ -172,6 +180,18 @@ def _run(args: argparse.Namespace, check_only: bool) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     return runner.run()
+
+
+def _postfix_sql_map(args: argparse.Namespace) -> int:
+    from logwatch.sinks import sqlurl  # pure: no database driver is needed to print the file
+
+    try:
+        text = sqlurl.postfix_map(sqlurl.parse(args.sql), sqlurl.check_table(args.sql_table))
+    except ValueError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
 
 
 def _test_pattern(args: argparse.Namespace) -> int:

@@ -24,7 +24,9 @@ from logwatch.durations import format_duration, parse_duration
 from logwatch.ledger import DEFAULT_EXPIRE, DEFAULT_MAX_ENTRIES
 from logwatch.matcher import DEFAULT_SERVICES
 from logwatch.postfix import MYNETWORKS
+from logwatch.sinks import sqlurl
 from logwatch.sinks.postfixmap import SUFFIXES
+from logwatch.sinks.sqlurl import DEFAULT_TABLE
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -74,6 +76,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("postfix-map", "list", (), "publish a Postfix access map (hash, btree, lmdb, cdb, texthash)", "TYPE:PATH"),
     Option("postfix-value", "str", "OK", "the access(5) action written for each client", "ACTION"),
     Option("postfix-config", "path", None, "Postfix configuration directory (postmap -c DIR)", "DIR"),
+    Option("sql", "list", (), "publish into a table shared by several servers (repeatable): "
+           "postgresql://USER@HOST[:PORT]/DB or mysql://USER@HOST[:PORT]/DB", "URL"),
+    Option("sql-table", "str", DEFAULT_TABLE, "the shared SQL table (created if missing)", "NAME"),
+    Option("sql-password-file", "path", None, "the SQL password, in a file only its owner can read; default: "
+           "the engine's own (libpq's passfile, a MariaDB option file)", "FILE"),
     Option("dnsbl", "list", (), "refuse clients listed in this DNSBL zone (repeatable); off by default", "ZONE"),
     Option("dnsbl-fail", "str", "open", "when a DNSBL lookup times out: open (authorise) or closed (refuse)",
            "open|closed"),
@@ -101,6 +108,9 @@ class Settings:
     postfix_map: tuple[str, ...]
     postfix_value: str
     postfix_config: str | None
+    sql: tuple[str, ...]
+    sql_table: str
+    sql_password_file: str | None
     dnsbl: tuple[str, ...]
     dnsbl_fail: str
     resolver: str | None
@@ -221,8 +231,14 @@ def _check(s: Settings) -> None:
         raise ConfigError("--log: no log to follow; give --log PATH (or --log - for standard input)")
     if "-" in s.log and len(s.log) > 1:
         raise ConfigError("--log: '-' (standard input) cannot be combined with files")
-    if not s.relay_ctrl_dir and not s.postfix_map:
-        raise ConfigError("no sink: give --relay-ctrl-dir DIR and/or --postfix-map TYPE:PATH")
+    if not s.relay_ctrl_dir and not s.postfix_map and not s.sql:
+        raise ConfigError("no sink: give --relay-ctrl-dir DIR, --postfix-map TYPE:PATH and/or --sql URL")
+    try:
+        for url in s.sql:
+            sqlurl.parse(url)
+        sqlurl.check_table(s.sql_table)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for spec in s.postfix_map:
         kind, colon, name = spec.partition(":")
         if not colon or not name or kind not in SUFFIXES:

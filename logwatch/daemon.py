@@ -354,4 +354,5 @@ class Daemon:
 
 #: Settings a SIGHUP cannot change: they are files opened at start.
 _RESTART_ONLY = tuple(BY_NAME[name] for name in (
-    "log", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config"))
+    "log", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config",
+    "sql", "sql-table", "sql-password-file"))

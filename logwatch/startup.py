@@ -105,12 +105,13 @@ def check_state(path: str | None) -> None:
 
 def sink_specs(s: Settings) -> list[str]:
     """Every sink the settings name, as ``type:name``."""
-    return ([f"relayctrl:{s.relay_ctrl_dir}"] if s.relay_ctrl_dir else []) + list(s.postfix_map)
+    return ([f"relayctrl:{s.relay_ctrl_dir}"] if s.relay_ctrl_dir else []) + list(s.postfix_map) + list(s.sql)
 
 
 def sink_options(s: Settings) -> SinkOptions:
     return SinkOptions(postfix_value=s.postfix_value, postfix_config=s.postfix_config,
-                       relay_ctrl_mapped=s.relay_ctrl_mapped)
+                       relay_ctrl_mapped=s.relay_ctrl_mapped, sql_table=s.sql_table,
+                       sql_password_file=s.sql_password_file)
 
 
 def open_sinks(s: Settings) -> list[Sink]:
