@@ -43,7 +43,7 @@ VERSION = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root (debootstrap, chroot, mount)"
-    for tool in ("debootstrap", "dpkg-buildpackage", "dh", "pybuild", "chroot", "mount"):
+    for tool in ("debootstrap", "dpkg-buildpackage", "dh", "pybuild", "lintian", "chroot", "mount"):
         if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
             return f"needs {tool} (.ci/run installs it)"
     return None
@@ -78,6 +78,14 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert path.name == f"relaywatch_{VERSION}_all.deb" and path.exists()
     print(f"built {path.name} in {time.monotonic() - started:.1f} s", file=sys.stderr)
     return path
+
+
+def test_lintian_finds_no_errors(deb: Path) -> None:
+    lintian = subprocess.run(["lintian", "--allow-root", "--fail-on", "error", str(deb)],
+                             capture_output=True, text=True, timeout=600)
+    print(f"lintian: {lintian.stdout.strip() or '(nothing)'}", file=sys.stderr)
+    assert lintian.returncode == 0, lintian.stdout + lintian.stderr
+    assert not re.search(r"^E: ", lintian.stdout, re.MULTILINE)
 
 
 class Installed:
