@@ -80,7 +80,9 @@ def check_logs(logs: Sequence[str]) -> list[str]:
         except OSError as exc:
             raise StartError(f"--log {path}: cannot read: {exc.strerror}") from None
         if not os.access(path, os.R_OK):
-            raise StartError(f"--log {path}: cannot read: permission denied")
+            raise StartError(f"--log {path}: cannot read: permission denied; let relaywatch's user read it (group adm "
+                             "and a logrotate 'create 0640 root adm' rule, or an ACL): see README, \"Letting "
+                             "relaywatch read Dovecot's log\"")
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             warnings.append(f"--log {path} is writable by users other than its owner: they could write lines "
                             "that look like Dovecot's and open the relay (see README, trust of the log)")
