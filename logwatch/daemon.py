@@ -258,8 +258,14 @@ class Daemon:
             if change.kind == DROP:
                 verb = "withdrawn"
                 log.info("withdrawn %s (%s, user=<%s>): %s", g.ip, g.service, printable(g.user), change.reason)
+            elif change.reason == "renew":  # counted, at debug level: an ISP has thousands a second
+                self.viewers.renewal(now)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("refreshed %s (%s, user=<%s>) until %s", g.ip, g.service, printable(g.user),
+                              datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
+                continue
             else:
-                verb = "authorised" if change.reason in ("login", "restored") else "refreshed"
+                verb = "authorised"
                 said = "restored" if change.reason == "restored" else verb
                 log.info("%s %s (%s, user=<%s>) until %s", said, g.ip, g.service, printable(g.user),
                          datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
@@ -295,6 +301,7 @@ class Daemon:
             logs=tuple(LogStatus(p, backend) for p in self.settings.log),
             sinks=self._health(),
             pattern_sets=tuple(p.name for p in self.matcher.sets), hits=hits, counts=counts,
+            logins_last_minute=self.viewers.logins_last_minute(now),
             expire=self.ledger.expire_after, state=self.settings.state, grants=len(self.ledger))
 
     def _health(self) -> tuple[SinkStatus, ...]:

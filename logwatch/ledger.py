@@ -33,9 +33,11 @@ from collections.abc import Iterable, Iterator
 from logwatch.addresses import NeverList, normalise
 from logwatch.model import DROP, PUT, Change, Grant, LoginEvent
 
-#: ``--max-entries`` when not given: far above any real POP/IMAP user base, low enough that
-#: a flood of forged log lines cannot exhaust memory or make a rebuilt map huge.
-DEFAULT_MAX_ENTRIES = 100_000
+#: ``--max-entries`` when not given. A provider with a million mailboxes polling every five
+#: minutes has about 400,000 clients live within a 30-minute window (issue 12); the cap is
+#: 2.5 times that, and still bounds what a flood of forged lines can cost: about 270 MB of
+#: grants (270 bytes each, ``benchmarks/bench_ledger.py``) and a map of 1,000,000 keys.
+DEFAULT_MAX_ENTRIES = 1_000_000
 
 #: ``--expire`` when not given, in seconds.
 DEFAULT_EXPIRE = 1800

@@ -10,7 +10,7 @@ The keys (``status.py`` adds ``format`` and ``version``)::
     {"pid", "started", "updated", "running", "logs": [{"path", "backend"}],
      "sinks": [{"spec", "ok", "last_ok", "error", "backlog"}], "pattern_sets": [...],
      "hits": {"set/pattern": n}, "counts": {"authorised", "refreshed", "withdrawn",
-     "refused", "ignored"}, "expire", "state", "grants"}
+     "refused", "ignored"}, "logins_last_minute", "expire", "state", "grants"}
 
 A key that is missing reads as its default (a file from an older relaywatch); a key of the
 wrong type is an error naming it.
@@ -72,6 +72,9 @@ class DaemonStatus:
         pattern_sets: the names of the sets in use, in claim order.
         hits: ``("set/pattern", n)`` per pattern that claimed a line, sorted.
         counts: ``(kind, n)`` for each of ``status.KINDS``.
+        logins_last_minute: logins (new, renewed or refused) read in the last 60 seconds;
+            None from a daemon that did not count them. Why the daemon counts: a renewal is
+            no event (at thousands a second, one each would be most of the work).
         expire: ``--expire`` in seconds.
         state: the ``--state`` path.
         grants: clients authorised now.
@@ -86,6 +89,7 @@ class DaemonStatus:
     pattern_sets: tuple[str, ...] = ()
     hits: tuple[tuple[str, int], ...] = ()
     counts: tuple[tuple[str, int], ...] = ()
+    logins_last_minute: int | None = None
     expire: float | None = None
     state: str | None = None
     grants: int = 0
@@ -102,6 +106,7 @@ class DaemonStatus:
             "pattern_sets": list(self.pattern_sets),
             "hits": dict(self.hits),
             "counts": dict(self.counts),
+            "logins_last_minute": self.logins_last_minute,
             "expire": self.expire, "state": self.state, "grants": self.grants,
         }
 
@@ -120,6 +125,7 @@ class DaemonStatus:
             sinks=tuple(SinkStatus.from_json(x) for x in _list(doc, "sinks")),
             pattern_sets=tuple(_str(x, "pattern_sets[]") for x in _list(doc, "pattern_sets")),
             hits=_tally(doc, "hits"), counts=_tally(doc, "counts"),
+            logins_last_minute=_typed(doc, "logins_last_minute", int, None),
             expire=_number(doc, "expire"), state=_typed(doc, "state", str, None), grants=_typed(doc, "grants", int, 0),
         )
 

@@ -9,7 +9,7 @@ still kept (the demo shows them). The files are ``status.Publisher``'s.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 from logwatch.reporter import Reporter
@@ -18,6 +18,8 @@ from logwatch.statusrecord import DaemonStatus, hits_of
 
 #: Events kept queued while the journal cannot be written.
 KEEP_PENDING = 10000
+#: The kinds of event that are a login read from the log.
+LOGIN_KINDS = frozenset(("authorised", "refreshed", "refused"))
 
 
 class Viewers:
@@ -33,12 +35,41 @@ class Viewers:
         self.counts: Counter[str] = Counter()
         self.hits: Counter[tuple[str, str]] = Counter()
         self._report = report
+        #: ``[second, logins]`` for the seconds of the last minute that had any.
+        self._per_second: deque[list[int]] = deque()
 
     def event(self, kind: str, now: float, ip: str, user: str, service: str, reason: str) -> None:
         """Count one event and queue it for ``events.jsonl``."""
         self.counts[kind] += 1
+        if kind in LOGIN_KINDS and reason != "restored":
+            self._login(now)
         if self.publisher is not None:
             self.publisher.event(kind, now, ip, user, service, reason)
+
+    def renewal(self, now: float) -> None:
+        """Count a renewal: a login of a client already authorised. No event is queued: at
+        an ISP's thousands a second, writing one each would be most of the daemon's work."""
+        self.counts["refreshed"] += 1
+        self._login(now)
+
+    def logins_last_minute(self, now: float) -> int:
+        """Logins (new, renewed, refused) counted in the 60 seconds up to ``now``."""
+        self._forget(now)
+        return sum(n for _, n in self._per_second)
+
+    def _login(self, now: float) -> None:
+        second = int(now)
+        buckets = self._per_second
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([second, 1])
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        buckets = self._per_second
+        while buckets and buckets[0][0] <= now - 60:
+            buckets.popleft()
 
     def hit(self, pattern_set: str, pattern: str) -> None:
         """Count one line claimed by ``pattern_set/pattern``."""

@@ -196,3 +196,25 @@ def test_a_reload_keeps_the_dovecot_version_read_from_the_log(tmp_path: Path) ->
     one_x = login("192.0.2.7", T0).replace(", mpid=1", "")
     lab.at(T0 + 1).step(one_x)
     assert lab.daemon.matcher.version == "1.2.17" and set(sink.published) == {"192.0.2.7"}
+
+
+def test_a_renewal_is_counted_not_logged_or_journalled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 12: at an ISP nearly every login renews a client already authorised; an INFO
+    line and an events.jsonl record each were most of the daemon's work. A renewal is
+    counted (``refreshed``, and logins in the last minute) and logged at debug level only."""
+    sink = MemorySink("a")
+    lab = Lab(tmp_path, [sink])
+    lab.daemon.start()
+    lab.step(login("192.0.2.7", T0))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="relaywatch"):
+        lab.at(T0 + 31).step(login("192.0.2.7", T0 + 30), login("192.0.2.7", T0 + 31))
+    assert [r.getMessage() for r in caplog.records if "192.0.2.7" in r.getMessage()] == []
+    assert sink.published["192.0.2.7"].last == T0 + 31
+    lab.at(T0 + 32).step()
+    assert events(lab) == [("authorised", "192.0.2.7", "login")]
+    status = json.loads((lab.state.parent / "status.json").read_text())
+    assert status["counts"]["refreshed"] == 2 and status["logins_last_minute"] == 3
+    lab.at(T0 + 95).step()
+    status = json.loads((lab.state.parent / "status.json").read_text())
+    assert status["logins_last_minute"] == 0

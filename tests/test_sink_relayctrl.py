@@ -193,3 +193,30 @@ def test_bad_specs_are_refused_in_one_line(spec: str) -> None:
     with pytest.raises(SinkError) as info:
         open_sink(spec)
     assert str(info.value).startswith(f"{spec}: ") and not info.value.retryable
+
+
+def test_a_renewal_restamps_the_file_in_place(allow: Path) -> None:
+    """Issue 12: a renewal is one utimensat on the file that is there, not a new file (at
+    thousands of renewals a second, a temporary file and a rename each cost a core)."""
+    sink = RelayCtrlSink(str(allow))
+    sink.put(grant("192.0.2.7", last=T0))
+    before = os.lstat(allow / "192.0.2.7")
+    sink.put(grant("192.0.2.7", last=T0 + 300))
+    after = os.lstat(allow / "192.0.2.7")
+    assert after.st_ino == before.st_ino and after.st_mtime == T0 + 300
+    assert relay_ctrl_allows(allow, "192.0.2.7", T0 + 300 + EXPIRE)
+
+
+def test_a_restart_restoring_what_is_published_writes_nothing(allow: Path) -> None:
+    """Issue 12: a restore writes only the entries that differ from what is published."""
+    RelayCtrlSink(str(allow)).put(grant("192.0.2.7", last=T0))
+    RelayCtrlSink(str(allow)).put(grant("198.51.100.9", last=T0))
+    same, moved = os.lstat(allow / "192.0.2.7"), os.lstat(allow / "198.51.100.9")
+    restarted = RelayCtrlSink(str(allow))
+    restarted.put(grant("192.0.2.7", last=T0))
+    restarted.put(grant("198.51.100.9", last=T0 + 60))
+    unchanged, restamped = os.lstat(allow / "192.0.2.7"), os.lstat(allow / "198.51.100.9")
+    assert (unchanged.st_ino, unchanged.st_ctime_ns) == (same.st_ino, same.st_ctime_ns)
+    assert restamped.st_ino == moved.st_ino and restamped.st_mtime == T0 + 60
+    restarted.drop("192.0.2.7")  # taken back as ours: a later expiry removes it
+    assert sorted(os.listdir(allow)) == ["198.51.100.9"]

@@ -35,7 +35,7 @@ from typing import Any
 from rich.console import Console
 
 from logwatch import ptr, state, status
-from logwatch.faces.views import GrantTable, Header, Snapshot, logins_per_minute, matched_sets, sort_grants
+from logwatch.faces.views import GrantTable, Header, Snapshot, matched_sets, sort_grants
 from logwatch.model import Grant
 from logwatch.statusrecord import DaemonStatus
 
@@ -192,7 +192,7 @@ def document(snap: Snapshot, names: dict[str, str | None] | None) -> dict[str, A
         "oldest": min((g.first for g in snap.grants), default=None),
         "sinks": [sink.to_json() for sink in doc.sinks] if doc is not None else [],
         "pattern_sets": dict(matched_sets(snap.status)),
-        "logins_per_minute": logins_per_minute(snap.events, snap.now),
+        "logins_per_minute": snap.logins_per_minute(),
         "grants": [{"ip": g.ip, "name": (names or {}).get(g.ip), "user": g.user, "service": g.service,
                     "first": g.first, "last": g.last, "count": g.count,
                     "until": g.until if snap.expire else None,

@@ -66,6 +66,13 @@ class Snapshot:
     events: tuple[Mapping[str, Any], ...] = ()
     state: str = ""
 
+    def logins_per_minute(self) -> int:
+        """Logins of the last minute: the running daemon's own count (renewals are no events),
+        else what the recent events show."""
+        if self.running and self.status is not None and self.status.logins_last_minute is not None:
+            return self.status.logins_last_minute
+        return logins_per_minute(self.events, self.now)
+
 
 def left_text(seconds: float) -> str:
     """Time left as the table shows it: ``59s``, ``27m05s``, ``2h03m``, ``1d04h``, ``expired``."""
@@ -254,7 +261,7 @@ class Header:
             second.append(f" · oldest {clock_text(min(g.first for g in s.grants), now, self.tz)}")
         if s.expire:
             second.append(f" · expire {format_duration(s.expire)}")
-        second.append(f" · logins {logins_per_minute(s.events, now)}/min")
+        second.append(f" · logins {s.logins_per_minute()}/min")
         for kind in ("refused", "ignored"):
             if status is not None and status.count(kind):
                 second.append(f" · {kind} {status.count(kind)}")

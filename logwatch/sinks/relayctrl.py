@@ -9,7 +9,11 @@ So, why each rule here:
 - Files are empty: nothing a client controls (a user name, say) must ever reach the SMTP
   server's environment.
 - A file is written under a temporary name, stamped, and renamed into place: the checker
-  never sees a half-made file, and the mtime it reads is the login's time, not ours.
+  never sees a half-made file, and the mtime it reads is the login's time, not ours. A
+  renewal only restamps the file that is there (one ``utimensat``, not a new file): at an
+  ISP's thousands of renewals a second that is the difference between a core and nothing.
+  A file that already has the right stamp (a restart that restores what is published) is
+  not touched at all.
 - Every operation is relative to a directory descriptor opened once and never follows a
   symlink: a planted link cannot make a root daemon create, stamp or delete files elsewhere.
 - Files relaywatch did not write are left alone. A file counts as ours if this sink wrote
@@ -124,8 +128,19 @@ class RelayCtrlSink:
         return [ip]
 
     def _write(self, name: str, mtime: float) -> None:
-        if name not in self._ours and self._foreign(name):
-            return
+        if name in self._ours:
+            if self._restamp(name, mtime):
+                return
+        else:
+            st = self._inspect(name)
+            if st is not None and self._not_ours(name, st):
+                return
+            if st is not None and abs(st.st_mtime - mtime) < 0.001:
+                self._ours.add(name)  # what we published before a restart: nothing to write
+                return
+            if st is not None and self._restamp(name, mtime):
+                self._ours.add(name)
+                return
         temp = f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
         try:
             fd = os.open(
@@ -149,15 +164,34 @@ class RelayCtrlSink:
                             retryable=True) from None
         self._ours.add(name)
 
-    def _foreign(self, name: str) -> bool:
-        """True if ``name`` exists and is not shaped like a file we write (reported once)."""
+    def _restamp(self, name: str, mtime: float) -> bool:
+        """Set the mtime of our file ``name`` (never through a link); False if it is gone."""
         try:
-            st = os.stat(name, dir_fd=self._dir, follow_symlinks=False)
+            os.utime(name, (mtime, mtime), dir_fd=self._dir, follow_symlinks=False)
         except FileNotFoundError:
             return False
         except OSError as error:
+            raise SinkError(self.spec, f"cannot restamp {name} ({error.strerror})",
+                            retryable=True) from None
+        return True
+
+    def _inspect(self, name: str) -> os.stat_result | None:
+        """``name``'s own status (a link's, not its target's), or None if it does not exist."""
+        try:
+            return os.stat(name, dir_fd=self._dir, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
             raise SinkError(self.spec, f"cannot inspect {name} ({error.strerror})",
                             retryable=True) from None
+
+    def _foreign(self, name: str) -> bool:
+        """True if ``name`` exists and is not shaped like a file we write (reported once)."""
+        st = self._inspect(name)
+        return st is not None and self._not_ours(name, st)
+
+    def _not_ours(self, name: str, st: os.stat_result) -> bool:
+        """True if ``st`` is not shaped like a file we write (reported once)."""
         if (
             stat.S_ISREG(st.st_mode)
             and st.st_size == 0
