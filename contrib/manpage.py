@@ -77,7 +77,7 @@ def parser_options(parser: argparse.ArgumentParser) -> list[str]:
         if action.option_strings:
             head = ", ".join(opt(flag) for flag in action.option_strings)
             if action.nargs != 0:
-                head += " \\fI" + esc(action.metavar or action.dest.upper()) + "\\fR"
+                head += " \\fI" + esc(str(action.metavar or action.dest.upper())) + "\\fR"
         else:
             head = "\\fI" + esc(str(action.metavar or action.dest)) + "\\fR"
         help_text = (action.help or "") % {"default": action.default} if action.help else ""
