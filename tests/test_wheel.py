@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-LOGIN = "Jun 10 12:00:00 mx dovecot: imap-login: Logged in: user=<bob>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1"
+LOGIN = "Jun 10 12:00:00 mx dovecot: imap-login: Logged in: user=<bob>, method=PLAIN, rip=192.0.2.7, lip=192.0.2.1, mpid=42, session=<kcwIVMRgFZp/AAAD>"
 
 
 def test_wheel_ships_patterns_and_runs_from_anywhere(tmp_path: Path) -> None:
