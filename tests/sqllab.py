@@ -111,11 +111,14 @@ class PgLab:
         """SIGKILL the postmaster and its children, as a crash would."""
         pid_file = self.root / "data" / "postmaster.pid"
         pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not _alive(pid), "the postmaster to die")
-        # Its backends notice the postmaster is gone and exit; wait until the port is free.
-        _wait(lambda: subprocess.run(["pgrep", "-u", self.user, "-f", str(self.root)],
-                                     capture_output=True).returncode != 0, "the backends to exit")
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids = [pid, *map(int, found)]  # the backends too: a new postmaster needs their shared memory gone
+        for each in pids:
+            try:
+                os.kill(each, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait(lambda: not any(_alive(each) for each in pids), "the server's processes to die")
 
     def stop(self) -> None:
         self._ctl("-m", "immediate", "stop")
@@ -336,11 +339,13 @@ def password_file(directory: Path) -> Path:
 
 # --------------------------------------------------------------------------- Postfix
 
-def start_postfix(tables: dict[str, str]) -> postfixlab.PostfixLab:
-    """A private Postfix with one smtpd per ``name -> "proxy:pgsql:/path.cf"`` table.
+def start_postfix(files: dict[str, tuple[str, str]]) -> postfixlab.PostfixLab:
+    """A private Postfix with one smtpd per ``name -> (pgsql|mysql, the table file's text)``.
 
-    Each smtpd's relay restrictions are ``permit_mynetworks, check_client_access TABLE,
-    reject_unauth_destination``; ``proxy_read_maps`` names the tables, as proxymap requires.
+    Each table file is written as ``etc/NAME.cf`` (mode 0640, group postfix: it holds a
+    password) and each smtpd's relay restrictions are ``permit_mynetworks,
+    check_client_access proxy:TYPE:etc/NAME.cf, reject_unauth_destination``;
+    ``proxy_read_maps`` names the tables, as proxymap requires.
     """
     problems = postfixlab.missing()
     _need(problems)
@@ -352,6 +357,13 @@ def start_postfix(tables: dict[str, str]) -> postfixlab.PostfixLab:
         os.chmod(directory, 0o755)
     os.chown(data, pwd.getpwnam("postfix").pw_uid, -1)
     lab = postfixlab.PostfixLab(root=root, config_dir=etc)
+    tables = {}
+    for name, (kind, text) in files.items():
+        path = etc / f"{name}.cf"
+        path.write_text(text)
+        os.chown(path, 0, pwd.getpwnam("postfix").pw_gid)
+        path.chmod(0o640)
+        tables[name] = f"proxy:{kind}:{path}"
     if not postfixlab.DEFAULT_MAIN_CF.exists():
         postfixlab.DEFAULT_MAIN_CF.write_text(postfixlab.STUB)
         lab.wrote_default_main_cf = True
@@ -384,7 +396,8 @@ local_transport = error:the lab never delivers
 virtual_transport = error:the lab never delivers
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
-proxy_read_maps = {" ".join(t.removeprefix("proxy:") for t in tables.values())} {" ".join(tables.values())}
+# Replaces the default list, of which smtpd still needs the local recipients' table.
+proxy_read_maps = proxy:unix:passwd.byname {" ".join(tables.values())}
 {restrictions}
 """)
     listeners = "\n".join(f"127.0.0.1:{lab.ports[name]} inet n - n - - smtpd\n"
@@ -417,8 +430,9 @@ def _connects(port: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for a reaper counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return "\nState:\tZ" not in status
