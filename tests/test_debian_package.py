@@ -174,7 +174,9 @@ def test_package_files(installed: Installed) -> None:
     conffiles = run(root, "dpkg-query", "-W", "-f=${Conffiles}", "relaywatch").stdout
     assert "/etc/relaywatch/relaywatch.toml" in conffiles
     text = (root / "etc/relaywatch/relaywatch.toml").read_text()
-    assert all(not ln.strip() or ln.startswith("#") for ln in text.splitlines()), "every setting commented out"
+    assert all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()), "every setting commented out"
+    parsed = run(root, "python3", "-c", "import tomllib; print(tomllib.load(open('/etc/relaywatch/relaywatch.toml', 'rb')))")
+    assert parsed.stdout.strip() == "{}"
     refused = run(root, "relaywatch", "check-config", "--config", "/etc/relaywatch/relaywatch.toml", check=False)
     assert refused.returncode == 2 and "no log to follow" in refused.stderr
     assert (root / "usr/share/doc/relaywatch/logrotate.md").exists()
