@@ -83,7 +83,7 @@ def test_the_data_has_both_modes_and_every_kind_of_line() -> None:
     for name, expected in SECTIONS.items():
         kinds = [e.kind for e in expected]
         assert kinds.count("startup") == 1, name
-        assert sorted(e.value for e in expected if e.kind == "login") == [
+        assert sorted(e.value or "" for e in expected if e.kind == "login") == [
             "127.0.0.2", "127.0.0.6", "::1"], name
         assert kinds.count("ignored") == 3 and kinds.count("nomatch") >= 5, name
         assert all(" starting up " in e.line for e in expected if e.kind == "startup")
