@@ -15,7 +15,8 @@ login process's lines never have, since they always name their service).
 
 Versions compare as Dovecot numbers them: ``0.99.11 < 1.0.test80 < 1.0.alpha1 < 1.0.beta2
 < 1.0.rc1 < 1.0.0 < 2.0.beta6 < 2.0.0 < 2.3.19.1 < 2.4.1``; missing parts count as 0
-(``2.4`` equals ``2.4.0``).
+(``2.4`` equals ``2.4.0``). A distribution's package revision (Debian 13's ``v2.4.1-4``) is
+not part of the version: ``startup`` and ``check`` drop it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from logwatch import prefix
 _STAGES = {"test": 0, "alpha": 1, "beta": 2, "rc": 3}
 _PART = re.compile(r"(?:(\d{1,6})|(test|alpha|beta|rc)(\d{0,6}))\Z")
 _VERSION = r"[0-9][0-9A-Za-z.]{0,31}"
+#: A distribution's package revision after the upstream version: Debian 13 builds Dovecot
+#: to say ``v2.4.1-4`` (``-1+deb13u1`` after a security update). It is not Dovecot's version.
+_REVISION = r"-[0-9A-Za-z.+~]{1,32}"
 
 #: A release part: (1, number, 0); a pre-release part: (0, stage, number).
 Key = tuple[tuple[int, int, int], ...]
@@ -43,7 +47,7 @@ STARTUP = re.compile(
     # Dovecot 1.x's own file
     f"|dovecot: {prefix.TIMESTAMP} Info: "
     ")"
-    f"Dovecot v(?P<version>{_VERSION})(?: \\([0-9a-f]{{1,40}}\\))? starting up(?: [^\n]*)?"
+    f"Dovecot v(?P<version>{_VERSION})(?:{_REVISION})?(?: \\([0-9a-f]{{1,40}}\\))? starting up(?: [^\n]*)?"
 )
 #: Every start-up line contains this; lines without it are not looked at.
 STARTUP_NEEDLE = " starting up"
@@ -74,11 +78,15 @@ def key(version: str) -> Key:
 
 
 def check(version: str) -> str:
-    """Return ``version`` if it is a Dovecot version number.
+    """Return ``version`` if it is a Dovecot version number, without a distribution's package
+    revision (``2.4.1-4`` is ``2.4.1``, as ``dovecot --version`` on Debian 13 prints it).
 
     Raises:
         ValueError: one line for the option's message, saying what was expected.
     """
+    upstream, dash, revision = version.partition("-")
+    if dash and re.fullmatch(_REVISION, dash + revision):
+        version = upstream
     try:
         key(version)
     except ValueError:

@@ -9,14 +9,11 @@ Each section (file, syslog) is read as a log of its own, in order, by a fresh ma
 relaywatch's built-in sets, as the daemon would read it, and cut at newline bytes only
 (``sources.lines``), since two lines hold a raw U+2028 from a client's name.
 
-Two expectations do not hold yet and are strict xfails, so that the fix turns them red
-until the marks go: relaywatch reads no version from Debian's start-up line ``Dovecot
-v2.4.1-4 (7d8c0e5759) starting up`` (the Debian revision ``-4`` is not part of a version
-``versions.STARTUP`` accepts), so (1) the dovecot-2.4 set is never chosen *by version* on
-Debian 13 (it still claims while the version is unknown, which is why the logins are
-recognised), and (2) a log that holds 2.3's start-up line before 2.4's (an in-place
-upgrade from Debian 12 while relaywatch runs) keeps 2.3's sets, and every 2.4 login is
-``nomatch``.
+Two tests hold the bug these lines found: Debian's start-up line reads ``Dovecot v2.4.1-4
+(7d8c0e5759) starting up``, and relaywatch read no version from it (the package revision
+``-4``), so (1) the dovecot-2.4 set was never chosen by version on Debian 13, and (2) a log
+that holds 2.3's start-up line before 2.4's (an in-place upgrade from Debian 12 while
+relaywatch runs) kept 2.3's sets, and every 2.4 login was ``nomatch``.
 """
 
 from __future__ import annotations
@@ -36,10 +33,6 @@ DATA = Path(__file__).resolve().parent / "data" / "dovecot-2.4-lab.log"
 STARTUP_23 = ("Nov 30 23:42:39 master: Info: Dovecot v2.3.19.1 (9b53102964) starting up for "
               "imap, pop3 (core dumps disabled)")
 _EXPECT = re.compile(r"# expect: (login|ignored|nomatch|startup)(?: (\S+))?(?: -- (.+))?")
-_DEBIAN_REVISION = ("relaywatch reads no version from Debian's 'Dovecot v2.4.1-4 (7d8c0e5759) "
-                    "starting up': the Debian revision '-4' is outside versions.STARTUP")
-
-
 @dataclass(frozen=True)
 class Expected:
     """One captured line and what relaywatch must say about it."""
@@ -96,7 +89,7 @@ def test_each_line_gets_its_verdict_read_in_order(name: str) -> None:
     """Read as the daemon reads the log: the logins are exactly the captured successes,
     each claimed by the dovecot-2.4 set with the client's own address (never the forged
     6.6.6.6); the failed and aborted sessions are claimed as not logins; the rest is no
-    set's. The start-up line is judged by the xfail below, not here."""
+    set's. The start-up line is judged by the test below, not here."""
     matcher = Matcher(patternset.builtin())
     for e in SECTIONS[name]:
         verdict = matcher.match(e.line)
@@ -122,7 +115,6 @@ def test_classify_agrees_with_match(name: str) -> None:
                                                 verdict.pattern), e.line
 
 
-@pytest.mark.xfail(strict=True, reason=_DEBIAN_REVISION)
 @pytest.mark.parametrize("name", list(SECTIONS))
 def test_the_start_up_line_chooses_the_2_4_set(name: str) -> None:
     """Debian 13's start-up line says which Dovecot runs: after it, the dovecot-2.4 set
@@ -143,7 +135,6 @@ def test_the_2_3_start_up_line_chooses_the_2_3_set() -> None:
     assert (matcher.version, [s.name for s in matcher.sets]) == ("2.3.19.1", ["dovecot-2.0-2.3"])
 
 
-@pytest.mark.xfail(strict=True, reason=_DEBIAN_REVISION + "; so 2.3's sets stay chosen")
 @pytest.mark.parametrize("name", list(SECTIONS))
 def test_an_upgrade_from_2_3_in_the_same_log_still_authorises(name: str) -> None:
     """Debian 12 to 13 in place, relaywatch running: the log holds 2.3's start-up line,

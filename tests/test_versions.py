@@ -24,7 +24,7 @@ def test_a_release_is_after_its_pre_releases() -> None:
     assert versions.key("2.0") > versions.key("2.0.beta6") > versions.key("2.0.alpha3")
 
 
-@pytest.mark.parametrize("text", ["", "v2.3", "2.x", "beta1", "2..3", "2.3-1", "1.2.3.4.5.6.7", "2.3 "])
+@pytest.mark.parametrize("text", ["", "v2.3", "2.x", "beta1", "2..3", "2.3-", "2.3-1 2", "1.2.3.4.5.6.7", "2.3 "])
 def test_not_a_version(text: str) -> None:
     with pytest.raises(ValueError, match="is not a Dovecot version; expected e.g. 2.3.19.1"):
         versions.check(text)
@@ -48,6 +48,9 @@ def test_within(version: str, since: str | None, before: str | None, inside: boo
     ("Jun 10 12:00:00 mx dovecot: Dovecot v1.2.17 starting up (core dumps disabled)", "1.2.17"),
     ("dovecot: Jun 10 12:00:00 Info: Dovecot v1.0.rc15 starting up", "1.0.rc15"),
     ("2025-03-01 09:30:00 master: Info: Dovecot v2.4.1 (7f0a2ba4ac) starting up for imap, pop3", "2.4.1"),
+    ("Nov 30 23:42:17 master: Info: Dovecot v2.4.1-4 (7d8c0e5759) starting up for imap, pop3 (core dumps disabled)",
+     "2.4.1"),  # Debian 13's build names its package revision (the 2.4 lab)
+    ("2026-11-30T23:42:21.285245+00:00 vm dovecot: master: Dovecot v2.4.1-1+deb13u1 (7d8c0e5759) starting up", "2.4.1"),
 ])
 def test_startup_lines(line: str, version: str) -> None:
     assert versions.startup(line) == version
@@ -63,3 +66,10 @@ def test_startup_lines(line: str, version: str) -> None:
 ])
 def test_not_startup_lines(line: str, why: str) -> None:
     assert versions.startup(line) is None, why
+
+
+
+@pytest.mark.parametrize("given, version", [("2.4.1-4", "2.4.1"), ("2.3.19.1", "2.3.19.1"),
+                                            ("2.3.19.1-1+deb12u1", "2.3.19.1")])
+def test_a_package_revision_is_not_the_version(given: str, version: str) -> None:
+    assert versions.check(given) == version
