@@ -60,6 +60,10 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("log", "list", (), "a log file to follow (repeatable); '-' reads standard input", "PATH"),
+    Option("journal", "bool", False, "read Dovecot's entries from the systemd journal (resumable; only entries "
+           "whose trusted fields say Dovecot count)"),
+    Option("journal-match", "list", (), "with --journal: trust entries with this trusted field (repeatable; "
+           "replaces the default _SYSTEMD_UNIT=dovecot.service, or Dovecot's _EXE with _UID=0)", "FIELD=VALUE"),
     Option("pattern-set", "list", (), "use this pattern set whatever Dovecot's version (repeatable); "
            "default: the sets for the version in use", "NAME"),
     Option("pattern-dir", "list", (), "also load your own pattern sets from DIR/*.toml (repeatable)", "DIR"),
@@ -95,6 +99,8 @@ class Settings:
     """Everything ``relaywatch run`` needs to know, validated. See ``OPTIONS``."""
 
     log: tuple[str, ...]
+    journal: bool
+    journal_match: tuple[str, ...]
     pattern_set: tuple[str, ...]
     pattern_dir: tuple[str, ...]
     dovecot_version: str | None
@@ -227,12 +233,21 @@ def _convert(option: Option, value: Any, where: str, *, from_file: bool) -> Any:
 
 
 def _check(s: Settings) -> None:
-    if not s.log:
-        raise ConfigError("--log: no log to follow; give --log PATH (or --log - for standard input)")
-    if "-" in s.log and len(s.log) > 1:
-        raise ConfigError("--log: '-' (standard input) cannot be combined with files")
+    if not s.log and not s.journal:
+        raise ConfigError("--log: no log to follow; give --log PATH (or --log - for standard input) or --journal")
+    if "-" in s.log and (len(s.log) > 1 or s.journal):
+        raise ConfigError("--log: '-' (standard input) cannot be combined with files or --journal")
+    if s.journal_match:
+        if not s.journal:
+            raise ConfigError("--journal-match: only with --journal")
+        from logwatch.sources.journal import parse_matches
+
+        try:
+            parse_matches(s.journal_match)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not s.relay_ctrl_dir and not s.postfix_map and not s.sql:
-        raise ConfigError("no sink: give --relay-ctrl-dir DIR, --postfix-map TYPE:PATH and/or --sql URL")
+        raise ConfigError("no sink: give --relay-ctrl-dir DIR and/or --postfix-map TYPE:PATH (or --sql URL)")
     try:
         for url in s.sql:
             sqlurl.parse(url)

@@ -21,6 +21,11 @@ dropped: ``SinkError.resync``) gets the whole ledger at its next try, from ``sna
 with the withdrawals still owed: sending the backlog alone would leave out the grants it
 lost before the failure.
 
+A sink with a ``batch_interval`` (seconds; the SQL sink's is 20 ms) is committed to at
+most that often: what arrives in between waits in the backlog and goes in the next commit
+(``due`` says when, so the daemon's loop wakes for it). Why: at thousands of logins a
+second, a database costs per statement and per transaction far more than per row.
+
 ``health`` joins the outlet's view (backlog, last error) with the sink's own
 (``Sink.health``: the Postfix sink rebuilds on a thread of its own), so the status says
 failing whenever the MTA does not see what the ledger holds.
@@ -113,6 +118,7 @@ class Outlet:
         self.failing = ""
         self.delay = self.retry_min
         self.last_ok = now
+        self.retry_at = now + float(getattr(self.sink, "batch_interval", 0.0))
 
     def due(self) -> float | None:
         """When the backlog is next sent (None: nothing is owed)."""

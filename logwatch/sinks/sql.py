@@ -67,6 +67,8 @@ SWEEP_EVERY = 60.0
 #: Rows per statement when a batch is large (a full re-publish of 400,000 grants).
 CHUNK = 5000
 PASSWORD_FILE_MAX = 4096
+#: Seconds between commits at most (``Outlet`` reads ``batch_interval``).
+BATCH_INTERVAL = 0.02
 
 
 class Dialect(Protocol):
@@ -93,7 +95,11 @@ class SqlSink:
 
     Attributes:
         statements, transactions: how many were sent, for the benchmark and the tests.
+        batch_interval: the outlet commits at most this often (seconds): at an ISP's
+            3,300 logins a second, one statement carries about 66 logins, not 2.
     """
+
+    batch_interval = BATCH_INTERVAL
 
     def __init__(self, target: SqlTarget, table: str, password: str | None = None,
                  dialect: Dialect | None = None, host: str | None = None,
