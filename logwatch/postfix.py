@@ -71,8 +71,11 @@ def find(command: str) -> str:
 
 
 def run(command: str, args: Sequence[str], config_dir: str | None = None,
-        timeout: float = 300.0) -> Result:
+        timeout: float = 300.0, input: str | None = None) -> Result:
     """Run ``command [-c config_dir] args...`` without a shell and capture its output.
+
+    ``input`` is written to its standard input (``postmap -i``, ``postmap -d -``); without
+    it, standard input is /dev/null, so a command never waits for a terminal.
 
     Raises:
         PostfixError: the command is missing, could not start, or timed out.
@@ -83,8 +86,8 @@ def run(command: str, args: Sequence[str], config_dir: str | None = None,
     argv += list(args)
     try:
         done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            errors="replace", timeout=timeout, check=False,
+            argv, stdin=subprocess.DEVNULL if input is None else None, input=input,
+            capture_output=True, text=True, errors="replace", timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:
         raise PostfixError(f"{' '.join(argv)}: no answer after {timeout:g}s") from None
