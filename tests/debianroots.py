@@ -165,12 +165,84 @@ class Scratch:
         self._stack.enter_context(mounted(self.root, self.archives))
         return self.root
 
+    def unmount_api(self) -> None:
+        """Take /proc, /sys, /dev and the .deb cache out again, before booting the root."""
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
         if self.overlay:
             subprocess.run(["umount", "-l", str(self.root)], check=False)
         _umount_under(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Booted:
+    """systemd as PID 1 of a container over ``root``: ``with Booted(root, log) as box: box.run([...])``.
+
+    ``systemd-nspawn --register=no --keep-unit -b`` needs neither systemd nor D-Bus on the
+    host; commands reach the container through ``nsenter`` into its init's namespaces, and
+    ``systemctl`` talks to its systemd over the private socket (no D-Bus in the root).
+    Leaving asks nspawn to shut the container down (SIGTERM: a clean poweroff), then kills
+    nspawn and the container's init by their PIDs if they are still there after 30 s.
+    """
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root, self.log = root, log
+        self.nspawn: subprocess.Popen[bytes] | None = None
+        self.init = 0
+
+    def __enter__(self) -> Booted:
+        with open(self.log, "wb") as out:
+            self.nspawn = subprocess.Popen(
+                ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "-D", str(self.root), "--boot"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env={**ENV, "SYSTEMD_COLORS": "0"})
+        try:
+            deadline = time.monotonic() + 30
+            while not self.init:
+                if self.nspawn.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"systemd-nspawn did not start: {self.log.read_text(errors='replace')[-2000:]}")
+                children = Path(f"/proc/{self.nspawn.pid}/task/{self.nspawn.pid}/children")
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    self.init = int(children.read_text().split()[0])
+                time.sleep(0.05)
+            state = ""
+            while state not in ("running", "degraded"):
+                if self.nspawn.poll() is not None or time.monotonic() > deadline + 60:
+                    raise RuntimeError(f"the container did not boot ({state!r}): "
+                                       f"{self.log.read_text(errors='replace')[-2000:]}")
+                state = self.run(["systemctl", "is-system-running"], check=False, timeout=30).stdout.strip()
+                time.sleep(0.2)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def run(self, argv: list[str], check: bool = True, timeout: float = 60,
+            **kw: object) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the container (all of its init's namespaces)."""
+        return subprocess.run(["nsenter", "--target", str(self.init), "--all", *argv], env=ENV,  # type: ignore[call-overload,no-any-return]
+                              capture_output=True, text=True, check=check, timeout=timeout, **kw)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.nspawn is None:
+            return
+        if self.nspawn.poll() is not None:
+            return
+        self.nspawn.terminate()
+        try:
+            self.nspawn.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        # nspawn did not shut the container down: kill it, then the container's init (which
+        # a killed nspawn leaves behind), checking first that the PID is still that init.
+        self.nspawn.kill()
+        self.nspawn.wait()
+        with contextlib.suppress(OSError):
+            if self.init and Path(f"/proc/{self.init}/comm").read_text().strip() == "systemd":
+                os.kill(self.init, 9)
 
 
 if __name__ == "__main__":
