@@ -134,11 +134,34 @@ class Daemon:
             log.info("DNSBL gate: %s (a timeout fails %s)", ", ".join(s.dnsbl), s.dnsbl_fail)
         if self.durability.directory is None:
             log.warning("no --state: a restart forgets every grant and where the logs were read up to")
-        self.source = self._open_source([os.path.abspath(p) if p != "-" else p for p in s.log],
-                                        self.durability.directory)
+        self.source = self._open_logs(now)
         self._told = self._health()
         self.viewers.publish(self.status(now, True), now)  # a viewer of an idle daemon sees it run
         notify.notify("READY=1", f"STATUS=following {', '.join(s.log)}")
+
+    def _open_logs(self, now: float) -> LineSource:
+        """The files (``--log``), the journal (``--journal``), or both as one source."""
+        s = self.settings
+        files = self._open_source([os.path.abspath(p) if p != "-" else p for p in s.log],
+                                  self.durability.directory) if s.log else None
+        if not s.journal:
+            assert files is not None
+            return files
+        from logwatch.sources import journal  # python-systemd only when --journal is given
+
+        try:
+            reader = journal.open_journal(s.journal_match, self.durability.directory, self.ledger.expire_after, now)
+        except (ImportError, ValueError, OSError) as exc:
+            if files is not None:
+                files.close()
+            raise StartError(f"--journal: {exc}") from None
+        if files is None:
+            return reader
+        from logwatch.sources.both import Both
+        from logwatch.sources.tail import Tail
+
+        assert isinstance(files, Tail)
+        return Both(files, reader)
 
     # ------------------------------------------------------------------- loop
 
@@ -182,6 +205,8 @@ class Daemon:
         now = self._clock()
         changes: list[Change] = []
         for batch in batches:
+            for line, who in batch.untrusted:  # a journal entry that imitates Dovecot
+                self._untrusted(line, who, now)
             for line in batch.lines:
                 try:
                     changes.extend(self.handle(line, now))
@@ -225,6 +250,15 @@ class Daemon:
                 return ()
             return self._decide(event, decision, now)
         return self._grant(event, now)
+
+    def _untrusted(self, line: str, who: str, now: float) -> None:
+        """Report a journal entry that reads as a login but is not Dovecot's; never grant from it."""
+        verdict = self.matcher.match(line)
+        event = login_event(verdict, now)
+        if event is not None:
+            self._report.say("untrusted", logging.WARNING, "journal: %s imitates a Dovecot login "
+                             "(%s, user=<%s>); refused", who, event.ip, printable(event.user), now=now)
+            self._refused(event, who, now)
 
     def _decide(self, event: LoginEvent, decision: Decision, now: float) -> tuple[Change, ...]:
         """Apply a DNSBL decision to one login."""
@@ -298,7 +332,8 @@ class Daemon:
         backend = self.source.backend if self.source is not None else "?"
         return DaemonStatus(
             pid=os.getpid(), started=self.started, updated=now, running=running,
-            logs=tuple(LogStatus(p, backend) for p in self.settings.log),
+            logs=tuple(LogStatus(p, backend) for p in self.settings.log)
+            + ((LogStatus("journal", "journal"),) if self.settings.journal else ()),
             sinks=self._health(),
             pattern_sets=tuple(p.name for p in self.matcher.sets), hits=hits, counts=counts,
             logins_last_minute=self.viewers.logins_last_minute(now),
@@ -361,5 +396,5 @@ class Daemon:
 
 #: Settings a SIGHUP cannot change: they are files opened at start.
 _RESTART_ONLY = tuple(BY_NAME[name] for name in (
-    "log", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config",
+    "log", "journal", "journal-match", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config",
     "sql", "sql-table", "sql-password-file"))

@@ -72,7 +72,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Callable, Literal
 
@@ -385,6 +385,13 @@ class DovecotLab:
         version: ``2.3``, the host's Dovecot (Debian 12), or ``2.4``, Debian 13's, run
             chrooted in the cached trixie root (see the module docstring).
         deadline: seconds any one wait may take.
+        syslog_socket: in syslog mode, an existing syslog socket to log to instead of a
+            private rsyslogd's (a private journald's ``dev-log``: ``tests/journallab.py``),
+            as seen by Dovecot, i.e. inside ``enter``'s namespace.
+        log_file: with ``syslog_socket``, the file in which what Dovecot logged appears
+            (written by whoever reads that socket's daemon); the lab's waits read it.
+        enter: a command prefix Dovecot is started under (``nsenter ... --``: the
+            namespace where ``syslog_socket`` exists).
         settings: extra top-level dovecot.conf settings, name -> value (e.g.
             ``{"imap_id_log": "*"}``), written after the lab's own, so one of the same
             name overrides it (Dovecot takes the last). Names and values go in verbatim,
@@ -400,7 +407,14 @@ class DovecotLab:
     """
 
     def __init__(self, keep: Path, log: LogMode = "file", deadline: float = DEADLINE,
-                 settings: Mapping[str, str] | None = None, version: Version = "2.3") -> None:
+                 settings: Mapping[str, str] | None = None, version: Version = "2.3",
+                 syslog_socket: Path | None = None, log_file: Path | None = None,
+                 enter: Sequence[str] = ()) -> None:
+        if (syslog_socket is None) != (log_file is None) or (syslog_socket is not None and log != "syslog"):
+            raise ValueError("syslog_socket and log_file go together, in syslog mode")
+        self._given_socket = syslog_socket
+        self._given_log = log_file
+        self._enter = list(enter)
         if log not in ("file", "syslog"):
             raise ValueError(f"log must be 'file' or 'syslog', not {log!r}")
         if version not in VERSIONS:
@@ -450,7 +464,9 @@ class DovecotLab:
         self.root = Path(tempfile.mkdtemp(prefix="dovecotlab-"))
         try:
             self._prepare()
-            if self.mode == "syslog":
+            if self._given_socket is not None:
+                self._socket = self._given_socket
+            elif self.mode == "syslog":
                 self._start_rsyslogd()
             for attempt in range(3):
                 self.imap_port, self.pop3_port = _free_ports(2)
@@ -634,6 +650,8 @@ class DovecotLab:
         passwd.chmod(0o644)
         self.conf_path = self.root / "dovecot.conf"
         self.log_path = self.root / "log" / ("dovecot.log" if self.mode == "file" else "syslog")
+        if self._given_log is not None:
+            self.log_path = self._given_log
 
     def _seen(self, path: Path) -> Path:
         """``path`` (in the lab's directory) as Dovecot sees it: the same for 2.3, under
@@ -783,6 +801,7 @@ input(type="imuxsock" Socket="{self._socket}" RateLimit.Interval="0")
             command = [dovecot, "-F", "-c", str(self.conf_path)]
             if self.mode == "syslog":
                 command = [*unshare, "sh", str(self._namespace_script()), *command]
+        command = [*self._enter, *command]
         stderr = self.root / "dovecot.stderr"
         with open(stderr, "ab") as err:  # appended: a restart keeps the first start's words
             self._dovecot = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,

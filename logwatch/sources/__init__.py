@@ -1,7 +1,8 @@
 """Sources of log lines: what a batch is, and the protocol every source follows.
 
-Two sources exist: ``tail.Tail`` follows files across rotation; ``stdin.StdinSource``
-reads standard input (``--log -``). ``stream.batches`` also replays a file once, for
+Three sources exist: ``tail.Tail`` follows files across rotation; ``stdin.StdinSource``
+reads standard input (``--log -``); ``journal.JournalSource`` reads the systemd journal
+(``--journal``), and ``both.Both`` follows the journal beside files. ``stream.batches`` also replays a file once, for
 ``--test-pattern``. ``tail.open_source`` picks one for the ``--log`` arguments.
 """
 
@@ -25,12 +26,15 @@ class Batch:
             (None for standard input).
         resume: what to save for ``log`` once these lines have been acted on (None for
             standard input, which cannot be resumed).
+        untrusted: lines of journal entries that imitate Dovecot but fail the trusted
+            match, each with why (who sent it): reported, never acted on.
     """
 
     log: str
     lines: tuple[str, ...]
     position: FilePosition | None
     resume: LogCheckpoint | None
+    untrusted: tuple[tuple[str, str], ...] = ()
 
 
 @runtime_checkable
@@ -52,7 +56,7 @@ class LineSource(Protocol):
     as of one batch, for a caller that commits batch by batch.
     """
 
-    #: How the source learns of new lines: "inotify", "polling" or "stdin".
+    #: How the source learns of new lines: "inotify", "polling", "stdin" or "journal".
     backend: str
 
     @property

@@ -643,6 +643,10 @@ class Tail:
     def finished(self) -> bool:
         return False
 
+    def wake(self) -> None:
+        """End a ``poll`` that is waiting, from another thread (``both.Both``: the journal changed)."""
+        self._wake.set()
+
     def poll(self, timeout: float) -> list[Batch]:
         deadline = time.monotonic() + max(0.0, timeout)
         while not self._closed:
