@@ -1,28 +1,30 @@
-"""Keep every grant durable before anything past it is: the write-ahead log, the state file, checkpoints.
+"""Keep every grant durable before anything past it is: the state database, then checkpoints.
 
 The order is the guarantee (the daemon keeps its half of it by calling ``record`` before any
 sink sees a change, and ``persist`` after the sinks committed)::
 
-    record(changes)   grants appended to FILE.wal            before any sink sees them
+    record(changes)   one transaction in the --state database (state.Store.write), committed
+                      with synchronous=FULL: durable across SIGKILL and power loss when it
+                      returns, before any sink sees the changes
     ... the sinks publish ...
-    persist(...)      the state: FILE.wal fsync'd, or FILE rewritten whole (state.rewrite_due),
-                      then the log checkpoints
+    persist(...)      the state is durable already (or, after a failed write, written now:
+                      no checkpoint otherwise), then the log checkpoints
 
 So after a SIGKILL or a power cut a grant a sink has seen is one the state has, and a log
 position saved is never past a grant the state lacks: a line is read twice (a harmless
 renewal) rather than a grant lost or made twice.
 
-Why the state file is rewritten seldom: it holds every grant (8 MB at 100,000), while the
-write-ahead log holds each change in one small append. It is rewritten once a minute while
-grants change, when the log has grown past 1 MB, when an append failed (a grant then exists
-only in memory), when the policy changed on reload (so viewers no longer read grants the
-ledger has dropped), and at stop.
+Why a transaction per tick, and what it holds: for each address the tick changed, its
+latest grant (a renewal of the same address twice in a tick is one row), and for each one
+withdrawn, a delete. The cost is the tick's changes, never the live set; nothing is ever
+rewritten whole (see ``state``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from logwatch.checkpoint import LogCheckpoint
 from logwatch.ledger import Ledger
 from logwatch.model import DROP, Change, Grant
 from logwatch.reporter import Reporter
+from logwatch.startup import StartError
 
 log = logging.getLogger("relaywatch")
 
@@ -43,7 +46,7 @@ class Durability:
 
     Args:
         path: the ``--state`` file, or None.
-        report: rate-limited logging for a write-ahead log that cannot be appended to.
+        report: rate-limited logging for a database that cannot be written.
         now: the time at start.
         save_checkpoint: how one log position is saved.
     """
@@ -55,64 +58,91 @@ class Durability:
         self.directory = str(Path(path).parent.resolve()) if path else None  # never a link's target's
         self._report = report
         self._save_checkpoint = save_checkpoint
-        #: Grants changed since the state file was last written whole.
-        self._unwritten = False
-        self._rewritten_at = now
-        self._wal_bytes = 0
-        self._wal_unsynced = False
-        self._wal_failed = False
-        self._rewrite_now = False
+        self._store: state.Store | None = None
+        #: Changes not in the database yet (a write failed): address -> its latest grant,
+        #: or None for a withdrawal. While any is owed, no checkpoint is saved.
+        self._pending: dict[str, Grant | None] = {}
+
+    @property
+    def store(self) -> state.Store | None:
+        """The open database (None before ``restore``, without ``--state``, after ``close``)."""
+        return self._store
 
     def restore(self, ledger: Ledger, now: float) -> tuple[Change, ...]:
-        """Load the state file and its write-ahead log into ``ledger``; return the PUTs to publish."""
+        """Open the database (migrating an old JSON state), load it into ``ledger``; return
+        the PUTs to publish. Rows the ledger does not take (expired while relaywatch was
+        down, now on the never-list, over the cap) are deleted from the database.
+
+        Raises:
+            StartError: not even an empty database can be made at ``--state``.
+        """
         if self.path is None:
             return ()
-        restored, warning = state.restore(self.path, ledger, now)
+        warning = state.directory_warning(self.path)
         if warning:
             log.warning("%s", warning)
+        try:
+            self._store, loaded = state.open_store(self.path, now)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartError(f"--state {self.path}: cannot open the database: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        if loaded.warning:
+            log.warning("%s", loaded.warning)
+        restored = ledger.restore(loaded.grants, now)
         if restored:
             log.info("restored %d grant(s) from %s", len(restored), self.path)
-        try:  # a log left by a crash is folded into the state file within a minute
-            self._wal_bytes = state.wal_path(self.path).stat().st_size
-        except OSError:
-            self._wal_bytes = 0
-        self._unwritten = self._wal_bytes > 0
-        if not os.path.exists(self.path):
-            self._rewritten_at = float("-inf")  # a first start writes it with the first grant
+        for grant in loaded.grants:
+            if grant.ip not in ledger:
+                self._pending[grant.ip] = None
+        self._flush(now)
         return restored
 
     def record(self, changes: Sequence[Change], now: float) -> None:
-        """Append the grants among ``changes`` to the write-ahead log; call before any sink sees them.
+        """Write ``changes`` to the database in one transaction; call before any sink sees them.
 
-        An append that fails is reported (rate-limited) and makes the next ``persist``
-        rewrite the state file before it saves a log position.
+        For each address only its latest change is written. A write that fails is
+        reported (rate-limited) and kept; it is tried again at the next ``record`` and
+        ``persist``, and no checkpoint is saved until it succeeds.
         """
-        if self.path is None or not changes:
+        if self._store is None or not changes:
             return
-        self._unwritten = True
+        pending = self._pending
+        for change in changes:
+            pending[change.grant.ip] = None if change.kind == DROP else change.grant
+        self._flush(now)
+
+    def _flush(self, now: float) -> bool:
+        """Write what is owed; True when nothing is owed any more."""
+        if not self._pending or self._store is None:
+            return not self._pending
+        puts = [g for g in self._pending.values() if g is not None]
+        drops = [ip for ip, g in self._pending.items() if g is None]
         try:
-            added = state.append(self.path, [c.grant for c in changes if c.kind != DROP])
-        except OSError as exc:
-            self._wal_failed = True
-            self._report.say("wal", logging.WARNING, "cannot append to %s: %s", state.wal_path(self.path),
-                             exc.strerror or exc, now=now)
-            return
-        self._wal_bytes += added
-        self._wal_unsynced |= added > 0
+            self._store.write(puts, drops)
+        except (OSError, sqlite3.Error) as exc:
+            self._report.say("state", logging.WARNING, "cannot write %s: %s; %d change(s) kept to retry",
+                             self.path, exc, len(self._pending), now=now)
+            return False
+        self._pending.clear()
+        return True
 
     def rewrite_soon(self) -> None:
-        """The policy changed (a reload): rewrite the state file at the next ``persist``, so
-        viewers, who judge its grants by the new ``--expire``, never see one the ledger dropped."""
-        self._unwritten = self._rewrite_now = True
+        """The policy changed (a reload). Nothing is owed for it: the withdrawals the reload
+        published went through ``record`` and deleted their rows at once, so viewers, who
+        judge the grants by the new ``--expire``, never see one the ledger dropped."""
 
     def owed(self, now: float) -> bool:
-        """True when the state file is due for a rewrite even if nothing else happens."""
-        return self._unwritten and (self._rewrite_now or now - self._rewritten_at >= state.REWRITE_EVERY)
+        """True while changes wait for a write that failed (``persist`` retries it)."""
+        return bool(self._pending)
 
     def persist(self, now: float, grants: Callable[[], Iterable[Grant]],
                 checkpoints: Iterable[LogCheckpoint] | None, stopping: bool = False) -> None:
-        """Make the state durable (the write-ahead log synced, or the state file rewritten
-        from ``grants()`` when due), then save ``checkpoints`` (None: hold the positions back).
+        """Make sure the state is durable (it is, unless a write failed: then it is retried
+        here), then save ``checkpoints`` (None: hold the positions back). At stop, close the
+        database (see ``state.Store.close``).
+
+        ``grants`` is not read: every change is in the database already, so nothing here
+        costs anything in proportion to the live set. (It stays for the daemon's call.)
 
         Raises:
             OSError: the state could not be made durable or a checkpoint not saved; no
@@ -120,13 +150,18 @@ class Durability:
         """
         if self.path is None or self.directory is None:
             return
-        if self._unwritten and state.rewrite_due(now, self._rewritten_at, self._wal_bytes,
-                                                 self._wal_failed or self._rewrite_now, stopping=stopping):
-            state.save(self.path, grants(), now)
-            self._unwritten = self._wal_unsynced = self._wal_failed = self._rewrite_now = False
-            self._rewritten_at, self._wal_bytes = now, 0
-        elif self._wal_unsynced:
-            state.sync_wal(self.path)
-            self._wal_unsynced = False
+        if not self._flush(now):
+            raise OSError(errno.EIO, f"{len(self._pending)} change(s) not in the database yet")
+        if self._store is not None and self._store.checkpoint_error:
+            self._report.say("checkpoint", logging.WARNING, "%s: %s", self.path, self._store.checkpoint_error,
+                             now=now)
         for cp in checkpoints or ():
             self._save_checkpoint(self.directory, cp)
+        if stopping:
+            self.close()
+
+    def close(self) -> None:
+        """Close the database (a no-op if it is not open)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,326 +1,570 @@
-"""Keep the ledger across restarts in ``--state FILE`` (written whole and atomically, now and
-then) and ``FILE.wal`` (each grant appended as it is made); read them back.
+"""Keep the ledger across restarts in ``--state FILE``, an SQLite database written one transaction per tick.
 
-Why: without it a restart forgets every client still owed relay (they would be refused until
-their next login), and a crash mid-write must never leave a half file that loses them all.
-So the file is written to a temporary name in the same directory, fsync'd, renamed over the
-old one, and the directory fsync'd: after a SIGKILL or a power cut the file is the old
-version or the new one, whole. It is 0640: it names users, so it is not for everyone, but
-``relaywatch status`` and ``tui`` read it with the daemon's group.
+Why SQLite (standard library, WAL journal, ``synchronous=FULL``): a tick's cost is its own
+rows, never the live set. Each tick writes, for each address it changed, one row (its
+latest grant: a renewal twice in a tick is one upsert) and deletes the rows of the grants
+it withdrew, in one transaction; the commit appends the changed pages to ``FILE-wal`` and
+fsyncs it, so the tick is durable across a SIGKILL and a power cut when ``write`` returns.
+Nothing is ever rewritten whole: at 400,000 grants a tick of 3,300 upserts costs tens of
+milliseconds (``benchmarks/bench_state.py``), where rewriting the old JSON file cost 1.4 s.
+
+Checkpoints (copying ``FILE-wal`` back into ``FILE``) are SQLite's own, but never on the
+loop thread: the loop's connection has ``wal_autocheckpoint=0``, and a thread of this
+module with a connection of its own runs ``PRAGMA wal_checkpoint(PASSIVE)`` at most once
+a ``CHECKPOINT_EVERY`` after a commit. PASSIVE never waits for the writer or a reader,
+and the writer never waits for it, so the loop pays nothing for it; ``journal_size_limit``
+trims ``FILE-wal`` after SQLite restarts it.
+
+The files and their protections (issue 10, kept from the JSON format): before sqlite3 opens
+anything, ``FILE`` and each of ``FILE-wal``, ``FILE-shm`` and ``FILE-journal`` that exists
+is ``lstat``'d and checked by ``safefile.check``: a symbolic link, a FIFO or device, a file
+owned by another user, writable by group or others, or with a second hard link is refused,
+as is one over its size limit (``MAX_BYTES``; ``SHM_MAX_BYTES`` for ``-shm``). A database
+that is refused, is not SQLite, is not ours (``application_id``, ``user_version`` and the
+exact schema are compared) or holds a row we would never write is renamed aside with its
+``-wal`` and ``-shm`` (``FILE.corrupt-<time>``) in one line, and relaywatch starts empty;
+a refused ``-wal`` alone is set aside (the grants committed since the last checkpoint are
+lost, said in the line) and the database kept. Rows are checked twice: by the table's
+CHECK constraint when written (a ``NaN`` becomes NULL in SQLite and fails NOT NULL; an
+infinity or a time before 1970 or from 2200 on fails the range), and by the same
+expression, and the address's canonical form, when read, since a planted file need not
+have been written through our constraint.
+
+The remaining race: between the ``lstat`` checks and sqlite3's own ``open`` (which does not
+use ``O_NOFOLLOW``), a name could be swapped for a symbolic link. Only someone who can create
+entries in the state directory can do that, and that directory is relaywatch's own, 0750
+(``StateDirectoryMode=0750`` in the unit, ``/var/lib/relaywatch`` in the package): whoever
+can write there can already write ``FILE`` itself. So the checks guard against what was
+planted before (a mistake, an old file, another service's leftovers), and the directory's
+permissions against the swap; ``directory_warning`` says so at start when they are looser.
+
+Viewers (``relaywatch status``, ``tui``) open the database read-only (``mode=ro``) and never
+block the daemon: WAL readers and the writer do not wait for each other. A read-only
+reader needs ``FILE-wal`` and ``FILE-shm`` to exist, and to read them: ``FILE`` is created
+0640 (SQLite gives ``-wal`` and ``-shm`` the database's own mode and owner), so the
+daemon's group can read all three; and at a clean stop the daemon checkpoints and turns the
+journal back to DELETE mode, so that the database alone, without ``-wal`` and ``-shm``
+(SQLite removes them when its last connection closes), still reads as the grants it left.
+
+Migration: a ``FILE`` in the old JSON format (with or without ``FILE.wal``) is read by
+``jsonstate`` (the hardened reader), written into a database under a temporary name in the
+same directory, renamed over ``FILE``, and the old files set aside as ``FILE.json-<time>``
+and ``FILE.wal.json-<time>``, in one log line.
 
 Reading applies no policy: ``Ledger.restore`` drops what has expired under today's
-``--expire`` and never-list. A file that cannot be read or parsed is reported in one line
-and renamed aside (never deleted: it may be evidence), and the daemon starts empty rather
-than not at all. So is a file it must not trust (see ``safefile``: a symbolic link, not a
-regular file, not the daemon's own, writable by others, over ``MAX_BYTES``), and one whose
-values we would never have written (a non-finite number, a time before 1970 or after 2200,
-a last login before the first, an address not as we write it): every open and every
-record goes through those checks, so a planted file can neither redirect a write, block
-the start, exhaust the memory, nor feed in a grant.
+``--expire`` and never-list.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import socket
+import sqlite3
+import stat
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-from logwatch import atomic, safefile
+from logwatch import atomic, jsonstate, safefile
 from logwatch.addresses import normalise
-from logwatch.ledger import Ledger
-from logwatch.model import Change, Grant
+from logwatch.jsonstate import Loaded, StateError
+from logwatch.model import Grant
+
+__all__ = ["Loaded", "StateError", "Store", "open_store", "load", "read", "watched", "directory_warning",
+           "MODE", "MAX_BYTES", "SHM_MAX_BYTES"]
 
 #: Readable by the daemon's group: ``relaywatch status`` and ``tui`` need only read access.
 MODE = 0o640
-FORMAT = "relaywatch-state"
-VERSION = 1
-FIELDS = ("ip", "user", "service", "first", "last", "count")
-#: The state file is rewritten whole (folding in and emptying the write-ahead log) at most
-#: this often while grants change, in seconds; ...
-REWRITE_EVERY = 60.0
-#: ... or sooner, once the write-ahead log has grown this large (bytes).
-REWRITE_WAL_BYTES = 1 << 20
-#: The state file, and its write-ahead log, are refused unread beyond this size (256 MiB):
-#: room for 1,000,000 grants of 268 bytes each (100,000 take 8 MB), while a file the size
-#: of the disk is never parsed.
-MAX_BYTES = 256 << 20
-#: A grant's count of logins is below this.
-MAX_COUNT = 1 << 63
+#: ``PRAGMA application_id``: "rwst", so that another program's SQLite file is not taken for ours.
+APPLICATION_ID = int.from_bytes(b"rwst", "big")
+#: ``PRAGMA user_version``: the schema below.
+SCHEMA_VERSION = 1
+#: ``FILE``, ``FILE-wal`` and ``FILE-journal`` are refused unopened beyond this size (512 MiB),
+#: and the daemon's database cannot grow past it (``max_page_count``): 1,000,000 grants with
+#: long IPv6 addresses and user names take about 150 MB, 100,000 typical ones 8 MB, while
+#: a file the size of the disk is never opened.
+MAX_BYTES = 512 << 20
+#: ``FILE-shm`` is an index of ``FILE-wal`` (32 KiB per 4,096 pages); more is not ours.
+SHM_MAX_BYTES = 16 << 20
+#: The files beside ``FILE`` that SQLite reads and writes, each checked before it opens them.
+SIDECARS = ("-wal", "-shm", "-journal")
+#: Seconds between the checkpoint thread's runs, at most one per commit.
+CHECKPOINT_EVERY = 1.0
+#: ``PRAGMA journal_size_limit``: ``FILE-wal`` is truncated to this after SQLite restarts it.
+JOURNAL_SIZE_LIMIT = 64 << 20
+#: ``PRAGMA cache_size`` in KiB: a tick's random upserts find their pages in memory.
+CACHE_KIB = 32 << 10
+PAGE_SIZE = 4096
+
+#: Every row satisfies this (the CHECK constraint; tested again when read). ``typeof`` first,
+#: so a NULL makes it false rather than NULL; times are seconds from 1970 to 2200.
+VALID = ("typeof(ip) = 'text' AND length(ip) BETWEEN 2 AND 45 AND typeof(user) = 'text' "
+         "AND typeof(service) = 'text' AND typeof(first) = 'real' AND typeof(last) = 'real' "
+         f"AND first >= 0 AND last >= first AND last < {safefile.LATEST!r} "
+         "AND typeof(count) = 'integer' AND count > 0")
+SCHEMA = ("CREATE TABLE grants (ip TEXT NOT NULL PRIMARY KEY, user TEXT NOT NULL, service TEXT NOT NULL, "
+          f"first REAL NOT NULL, last REAL NOT NULL, count INTEGER NOT NULL, CHECK ({VALID})) WITHOUT ROWID")
+COLUMNS = "ip, user, service, first, last, count"
+UPSERT = (f"INSERT INTO grants ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET "
+          "user = excluded.user, service = excluded.service, first = excluded.first, last = excluded.last, "
+          "count = excluded.count")
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """What ``load`` found.
-
-    Attributes:
-        grants: the saved grants, unfiltered (``until`` is recomputed by the ledger).
-        warning: one line to log if the file was unusable and set aside, else ``""``.
-    """
-
-    grants: tuple[Grant, ...]
-    warning: str = ""
+def watched(path: str | os.PathLike[str]) -> list[Path]:
+    """The files whose change means the grants may have changed (for a viewer's cache)."""
+    return [Path(path), Path(f"{path}-wal"), jsonstate.wal_path(path)]
 
 
-class StateError(ValueError):
-    """The file's content is not a state file we wrote."""
+def _limit(name: str) -> int:
+    return SHM_MAX_BYTES if name.endswith("-shm") else MAX_BYTES
 
 
-def save(path: str | os.PathLike[str], grants: Iterable[Grant], now: float) -> None:
-    """Write ``grants`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
-
-    Raises:
-        OSError: the directory is not writable, the disk is full, ...; the old file is
-            left as it was, and no temporary file is left behind.
-    """
-    target = Path(path)
-    rows = [[g.ip, g.user, g.service, g.first, g.last, g.count] for g in grants]
-    body = json.dumps(
-        {"format": FORMAT, "version": VERSION, "saved": now, "fields": FIELDS, "grants": rows},
-        separators=(",", ":"),
-        ensure_ascii=True,
-    ).encode("ascii")
-    atomic.write(target, body + b"\n", mode=MODE)
-    wal = wal_path(target)
-    try:  # everything in it is in the state file now; never truncate through a symlink
-        fd, _ = safefile.open_checked(wal, os.O_WRONLY, writer=True)
-    except FileNotFoundError:
-        return
-    except safefile.Refused as refused:
-        raise _refused(wal, refused, now) from None
-    try:
-        os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)
-
-
-def rewrite_due(now: float, rewritten_at: float, wal_bytes: int, wal_failed: bool, stopping: bool) -> bool:
-    """Whether grants changed since the state file was last written should be written now.
-
-    Why not every second: the file holds every grant (8 MB at 100,000), while the
-    write-ahead log already holds each change and costs one small append. So the file is
-    rewritten once a minute, when the log has grown past ``REWRITE_WAL_BYTES``, when an
-    append failed (a grant then exists only in memory), and at stop.
-    """
-    return stopping or wal_failed or wal_bytes >= REWRITE_WAL_BYTES or now - rewritten_at >= REWRITE_EVERY
-
-
-def wal_path(path: str | os.PathLike[str]) -> Path:
-    """The write-ahead log beside the state file: ``FILE.wal``."""
-    return Path(f"{path}.wal")
-
-
-def append(path: str | os.PathLike[str], grants: Iterable[Grant]) -> int:
-    """Record ``grants`` in the write-ahead log before they are published; return the
-    bytes appended.
-
-    Why: the state file is rewritten seldom (it holds every grant; see ``rewrite_due``). A
-    grant published in between and then lost to a SIGKILL would be granted a second time
-    when its line is read again; with it in the log, ``load`` has it, and the line read
-    again is a renewal that changes nothing. One append per batch, no fsync here: a killed
-    process loses nothing the kernel already has, and ``sync_wal`` makes it durable before
-    any log position past it is saved.
+def check_files(path: str | os.PathLike[str], *, writer: bool) -> None:
+    """``safefile.check`` on ``FILE`` and each sidecar that exists, from ``lstat``: before sqlite3 opens them.
 
     Raises:
-        OSError: as for ``save``; the caller must then rewrite the state file before it
-            saves a log position past these grants. ``safefile.Refused`` if ``FILE.wal`` is
-            not a file to trust (it is then set aside, and the next append starts anew).
+        safefile.Refused: one is not to be trusted (its ``filename`` says which).
+        IsADirectoryError: one is a directory.
+        OSError: one cannot be examined.
     """
-    rows = b"".join(json.dumps([g.ip, g.user, g.service, g.first, g.last, g.count], ensure_ascii=True,
-                               separators=(",", ":")).encode("ascii") + b"\n" for g in grants)
-    if not rows:
-        return 0
-    wal = wal_path(path)
-    try:
-        fd, _ = safefile.open_checked(wal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, writer=True, mode=MODE)
-    except safefile.Refused as refused:
-        raise _refused(wal, refused) from None
-    try:
-        written = 0
-        while written < len(rows):  # a short write (a full disk) raises on the next call
-            written += os.write(fd, rows[written:])
-    finally:
-        os.close(fd)
-    return written
-
-
-def sync_wal(path: str | os.PathLike[str]) -> None:
-    """Make what was appended to the write-ahead log durable (a power cut keeps it).
-
-    Raises:
-        OSError: it could not be opened or synced; the caller saves no log position.
-    """
-    wal = wal_path(path)
-    try:
-        fd, _ = safefile.open_checked(wal, os.O_WRONLY | os.O_APPEND, writer=True)
-    except FileNotFoundError:
-        return  # a rewrite of the state file emptied it, or nothing was appended
-    except safefile.Refused as refused:
-        raise _refused(wal, refused) from None
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replay(path: Path, grants: tuple[Grant, ...], writer: bool) -> tuple[Grant, ...]:
-    """``grants`` updated by the write-ahead log.
-
-    A line that is not JSON is skipped: a write torn by a crash or a full disk leaves one.
-    A line that is JSON but not a row we would write (a ``NaN``, a time out of range) is
-    no accident, and refuses the whole log.
-
-    Raises:
-        OSError: it cannot be read; ``safefile.Refused``: it must not be trusted.
-        StateError: a line holds a record we never write.
-    """
-    try:
-        data = safefile.read(wal_path(path), MAX_BYTES, writer=writer)
-    except FileNotFoundError:
-        return grants
-    by_ip = {g.ip: g for g in grants}
-    for number, line in enumerate(data.split(b"\n"), 1):
+    for name in [os.fspath(path)] + [f"{path}{suffix}" for suffix in SIDECARS]:
         try:
-            (parsed,) = _rows([safefile.loads(line.decode("ascii"))])
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            st = os.lstat(name)
+        except FileNotFoundError:
             continue
-        except ValueError as error:  # StateError, or safefile.NotFinite
-            raise StateError(f"line {number}: {error}") from None
-        known = by_ip.get(parsed.ip)
-        if known is None or parsed.last >= known.last:
-            by_ip[parsed.ip] = parsed
-    return tuple(by_ip.values())
+        safefile.check(st, name, writer=writer, limit=_limit(name))
 
 
-def load(path: str | os.PathLike[str], now: float) -> Loaded:
-    """Read the grants saved in ``path`` and its write-ahead log.
-
-    A missing file is a first start: no grants, no warning. Anything else that cannot be
-    read or parsed, or must not be trusted (``safefile``), is renamed to
-    ``FILE.corrupt-YYYYmmddTHHMMSSZ`` (from ``now``) and reported in ``Loaded.warning``;
-    so is a write-ahead log that cannot be read, parsed or trusted.
-    """
-    source = Path(path)
-    warnings = []
+def _connect(path: str | os.PathLike[str], mode: str) -> sqlite3.Connection:
+    """A connection to ``path`` (``mode``: ``rw`` never creates, ``ro`` never writes), in
+    autocommit: every transaction here is explicit."""
+    uri = f"file:{urllib.parse.quote(os.fspath(path))}?mode={mode}"
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=1.0)
     try:
-        grants = _parse(safefile.read(source, MAX_BYTES, writer=True))
-    except FileNotFoundError:
-        grants = ()
-    except (OSError, StateError) as error:
-        grants = ()
-        warnings.append(_set_aside(source, now, error, f"--state {source}", "starting with no grants"))
-    try:
-        grants = _replay(source, grants, writer=True)
-    except (OSError, StateError) as error:
-        wal = wal_path(source)
-        warnings.append(_set_aside(wal, now, error, str(wal),
-                                   "the grants made since the state file was written are not restored"))
-    return Loaded(grants, "; ".join(warnings))
+        connection.execute("PRAGMA trusted_schema = OFF")  # a planted schema runs no function of ours
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
-def _reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-
-
-def _refused(path: Path, refused: safefile.Refused, now: float | None = None) -> safefile.Refused:
-    """Set aside ``path``, which a writer refused to open; return the error that says both."""
-    try:
-        said = f"moved to {atomic.set_aside(path, now)}"
-    except OSError as error:
-        said = f"could not set it aside ({error.strerror})"
-    return safefile.Refused(refused.errno, f"{refused.strerror}; {said}", str(path))
-
-
-def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
-    """The grants in ``path`` and its write-ahead log, for viewers: nothing is ever moved.
-
-    A viewer may be another user (in the daemon's group): it trusts files that only their
-    owner can write, whoever that is (``safefile``, ``writer=False``).
+def _head(path: Path, *, writer: bool) -> bytes:
+    """The first 16 bytes of ``path``, opened through ``safefile`` (nothing else is read).
 
     Raises:
-        FileNotFoundError: there is neither a state file nor a write-ahead log (yet).
-        OSError, StateError: it cannot be read, must not be trusted (``safefile.Refused``)
-            or is not a state file; the caller says so.
+        FileNotFoundError, safefile.Refused, OSError.
     """
-    source = Path(path)
+    fd, _ = safefile.open_checked(path, os.O_RDONLY, writer=writer, limit=MAX_BYTES)
     try:
-        data = safefile.read(source, MAX_BYTES, writer=False)
-    except FileNotFoundError:
-        if not os.path.lexists(wal_path(source)):
-            raise
-        return _replay_for_viewer(source, ())  # killed before its first state file: the log has it all
-    return _replay_for_viewer(source, _parse(data))
+        return os.read(fd, len(SQLITE_HEADER))
+    finally:
+        os.close(fd)
 
 
-def _replay_for_viewer(source: Path, grants: tuple[Grant, ...]) -> tuple[Grant, ...]:
+def _verify(connection: sqlite3.Connection) -> None:
+    """Refuse a database that is not relaywatch's: its identity and its exact schema.
+
+    Raises:
+        StateError: it is another program's, or a schema we never wrote (an extra
+            trigger, view or index included).
+        sqlite3.DatabaseError: it is not a database.
+    """
+    (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if application_id != APPLICATION_ID:
+        raise StateError(f"not a relaywatch database (application_id {application_id})")
+    if version != SCHEMA_VERSION:
+        raise StateError(f"schema version {version}; expected {SCHEMA_VERSION}")
+    schema = connection.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    if schema != [("table", "grants", SCHEMA)]:
+        raise StateError("not the schema relaywatch writes")
+
+
+def _initialise(connection: sqlite3.Connection) -> None:
+    """Give an empty database our schema and identity, or check those of an existing one."""
+    connection.execute("BEGIN IMMEDIATE")
     try:
-        return _replay(source, grants, writer=False)
-    except safefile.Refused as refused:  # say which file: the caller names the state file
-        raise safefile.Refused(refused.errno, f"{wal_path(source).name}: {refused.strerror}",
-                               str(wal_path(source))) from None
-    except StateError as error:
-        raise StateError(f"{wal_path(source).name}: {error}") from None
+        (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if tables == 0 and connection.execute("PRAGMA application_id").fetchone() == (0,):
+            connection.execute(SCHEMA)
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        else:
+            _verify(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
 
 
-def restore(
-    path: str | os.PathLike[str], ledger: Ledger, now: float
-) -> tuple[tuple[Change, ...], str]:
-    """Load ``path`` into ``ledger``; return the PUTs to publish and any warning line."""
-    loaded = load(path, now)
-    return ledger.restore(loaded.grants, now), loaded.warning
+def _configure_writer(connection: sqlite3.Connection) -> None:
+    """WAL, durable at each commit, no checkpoint on this connection, bounded growth."""
+    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":
+        raise sqlite3.OperationalError(f"cannot use the WAL journal (journal mode {mode})")
+    for pragma in ("synchronous = FULL", "wal_autocheckpoint = 0", f"journal_size_limit = {JOURNAL_SIZE_LIMIT}",
+                   f"cache_size = -{CACHE_KIB}", f"max_page_count = {MAX_BYTES // PAGE_SIZE}"):
+        connection.execute(f"PRAGMA {pragma}")
 
 
-def _parse(data: bytes) -> tuple[Grant, ...]:
-    """Parse a state file's bytes, refusing anything we would not have written."""
+def _is_canonical(ip: object) -> bool:
+    """Whether ``ip`` is an address as relaywatch writes it (``addresses.normalise``'s form).
+
+    The fast path (inet_pton then inet_ntop, about 0.4 µs against 7 µs) accepts only text
+    that glibc prints back unchanged and without a dot, where glibc's form is Python's
+    compressed one; anything else is asked of ``normalise`` itself.
+    """
+    if not isinstance(ip, str):
+        return False
     try:
-        document = safefile.loads(data.decode("ascii"))
-    except safefile.NotFinite as error:
-        raise StateError(str(error)) from None
-    except (UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError, too many digits
-        raise StateError(f"not JSON ({error.__class__.__name__}: {error})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise StateError(f"not a {FORMAT} file")
-    if document.get("version") != VERSION:
-        raise StateError(f"version {document.get('version')!r}; expected {VERSION}")
-    if not safefile.is_time(document.get("saved")):
-        raise StateError("'saved' is not a time from 1970 to 2200")
-    if document.get("fields") != list(FIELDS):
-        raise StateError(f"fields {document.get('fields')!r}; expected {list(FIELDS)}")
-    rows = document.get("grants")
-    if not isinstance(rows, list):
-        raise StateError("'grants' is not a list")
-    return _rows(rows)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        if socket.inet_ntop(family, socket.inet_pton(family, ip)) == ip and (family == socket.AF_INET or "." not in ip):
+            return True
+    except (OSError, ValueError):
+        return False
+    return normalise(ip) == ip
 
 
-def _rows(rows: list[object]) -> tuple[Grant, ...]:
+def _rows(connection: sqlite3.Connection) -> tuple[Grant, ...]:
+    """Every row, refusing the whole table if one is not what we write.
+
+    Raises:
+        StateError: a row we never write; sqlite3.DatabaseError: the file is damaged.
+    """
+    bad = connection.execute(f"SELECT ip FROM grants WHERE ({VALID}) IS NOT 1 LIMIT 1").fetchone()
+    if bad is not None:
+        raise StateError(f"grant {ascii(bad[0])[:60]}: a value relaywatch never writes "
+                         f"(not finite, not a time from 1970 to 2200, last before first, or no login)")
     grants = []
-    for number, row in enumerate(rows, 1):
-        if not (
-            isinstance(row, list)
-            and len(row) == len(FIELDS)
-            and all(isinstance(v, str) for v in row[:3])
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row[3:])
-            and isinstance(row[5], int)
-        ):
-            raise StateError(f"grant {number} is not [ip, user, service, first, last, count]")
-        ip, user, service, first, last, count = row
-        if normalise(ip) != ip:
-            raise StateError(f"grant {number}: the address is not one relaywatch writes")
-        if not (safefile.is_time(first) and safefile.is_time(last) and first <= last):
-            raise StateError(f"grant {number}: first {first!r} and last {last!r} are not times from 1970 to 2200, "
-                             f"first no later than last")
-        if not 0 < count < MAX_COUNT:
-            raise StateError(f"grant {number}: count {count!r} is out of range")
-        grants.append(Grant(ip, user, service, float(first), float(last), count, float(last)))
+    for ip, user, service, first, last, count in connection.execute(f"SELECT {COLUMNS} FROM grants"):
+        if not _is_canonical(ip):
+            raise StateError(f"grant {ascii(ip)[:60]}: the address is not one relaywatch writes")
+        grants.append(Grant(ip, user, service, first, last, count, last))
     return tuple(grants)
 
 
-def _set_aside(source: Path, now: float, error: Exception, name: str, consequence: str) -> str:
-    """Rename an unusable file out of the way; return the one line that says so."""
-    what = f"{name}: {'refused' if isinstance(error, safefile.Refused) else 'unreadable'} ({_reason(error)})"
+class _Checkpointer(threading.Thread):
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` off the loop thread, after commits.
+
+    Its connection is its own (opened here, in the thread). ``error`` holds the last
+    failure, for the daemon to report, or ``""``.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(name="relaywatch-checkpoint", daemon=True)
+        self._path = path
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.error = ""
+        self.runs = 0
+
+    def nudge(self) -> None:
+        """A commit happened: checkpoint soon."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join()
+
+    def run(self) -> None:
+        try:
+            connection = _connect(self._path, "rw")
+        except sqlite3.Error as exc:
+            self.error = f"cannot open for checkpoints: {exc}"
+            return
+        try:
+            connection.execute("PRAGMA synchronous = FULL")
+            while not self._stopping.is_set():
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping.is_set():
+                    break
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.error = ""
+                except sqlite3.Error as exc:
+                    self.error = f"checkpoint failed: {exc}"
+                self.runs += 1
+                self._stopping.wait(CHECKPOINT_EVERY)
+        finally:
+            connection.close()
+
+
+class Store:
+    """The daemon's open database: one connection for the loop thread, and the checkpoint thread.
+
+    Made by ``open_store``. Attributes:
+        path: ``FILE``.
+        rows_written: rows upserted or deleted since it was opened (a test compares ticks by it).
+    """
+
+    def __init__(self, path: str, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._connection = connection
+        self.rows_written = 0
+        self._checkpointer = _Checkpointer(path)
+        self._checkpointer.start()
+
+    def write(self, puts: Iterable[Grant], drops: Iterable[str]) -> int:
+        """Upsert ``puts`` (one row per address: pass each address once) and delete the rows
+        of ``drops``, in one transaction, durable when it returns; return the rows written.
+
+        Raises:
+            sqlite3.Error: nothing of it was written (rolled back); e.g. the disk is full,
+                or the database reached ``MAX_BYTES``.
+        """
+        upserts = [(g.ip, g.user, g.service, float(g.first), float(g.last), int(g.count)) for g in puts]
+        deletes = [(ip,) for ip in drops]
+        if not upserts and not deletes:
+            return 0
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if upserts:
+                connection.executemany(UPSERT, upserts)
+            if deletes:
+                connection.executemany("DELETE FROM grants WHERE ip = ?", deletes)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        written = len(upserts) + len(deletes)
+        self.rows_written += written
+        self._checkpointer.nudge()
+        return written
+
+    @property
+    def checkpoint_error(self) -> str:
+        """The checkpoint thread's last failure, or ``""``."""
+        return self._checkpointer.error
+
+    def close(self) -> None:
+        """Stop the checkpoint thread, fold ``FILE-wal`` into ``FILE`` and leave the database
+        in DELETE mode (readable by a read-only viewer without ``-wal`` and ``-shm``); a
+        failure here loses nothing (the WAL stays, and is read at the next start)."""
+        self._checkpointer.stop()
+        try:
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._connection.execute("PRAGMA journal_mode = DELETE").fetchall()
+        except sqlite3.Error:
+            pass
+        self._connection.close()
+
+
+def _aside_all(source: Path, now: float, error: Exception, consequence: str) -> str:
+    """Set ``FILE`` and its sidecars aside (they belong together); return the one line."""
+    line = jsonstate.set_aside(source, now, error, f"--state {source}", consequence)
+    for suffix in SIDECARS:
+        side = Path(f"{source}{suffix}")
+        if os.path.lexists(side):
+            try:
+                atomic.set_aside(side, now)
+            except OSError:
+                pass
+    return line
+
+
+def _create(path: Path) -> None:
+    """Create an empty ``path`` (SQLite takes an empty file for an empty database), mode
+    ``MODE`` whatever the umask, never through a link, never over a file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, MODE)
     try:
-        aside = atomic.set_aside(source, now)
-    except OSError as failed:
-        return f"{what}; could not set it aside ({failed.strerror}); {consequence}"
-    return f"{what}; moved to {aside}; {consequence}"
+        os.fchmod(fd, MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    atomic.fsync_directory(path.parent)
+
+
+def _aside_name(path: Path, tag: str, now: float) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    aside = path.with_name(f"{path.name}.{tag}-{stamp}")
+    number = 1
+    while os.path.lexists(aside):
+        number += 1
+        aside = path.with_name(f"{path.name}.{tag}-{stamp}.{number}")
+    return aside
+
+
+def _migrate(source: Path, now: float) -> str:
+    """Turn the JSON state (``FILE`` and/or ``FILE.wal``) into the database at ``FILE``;
+    return the line to log.
+
+    Order, for a crash at any point: the database is built whole under a temporary name
+    (``.FILE.RANDOM.tmp``, 0640) and synced; the JSON file gets a second name
+    (``FILE.json-<time>``); the database is renamed over ``FILE``; then ``FILE.wal`` is
+    set aside. Killed before the rename, the next start migrates again from the same
+    files; after it, ``FILE`` is the database and a ``FILE.wal`` left is set aside unread
+    (its grants are in the database).
+
+    Raises:
+        OSError, sqlite3.Error: the database could not be written; ``FILE`` is untouched.
+    """
+    loaded = jsonstate.load(source, now)  # an unusable file is set aside here, in its line
+    temp = source.with_name(f".{source.name}.{os.urandom(6).hex()}.tmp")
+    _create(temp)
+    try:
+        connection = _connect(temp, "rw")
+        try:
+            connection.execute("PRAGMA synchronous = FULL")
+            _initialise(connection)
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(f"INSERT INTO grants ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                                   ((g.ip, g.user, g.service, g.first, g.last, g.count) for g in loaded.grants))
+            connection.execute("COMMIT")
+            connection.execute("PRAGMA journal_mode = WAL").fetchall()
+        finally:
+            connection.close()
+        fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        moved = []
+        if os.path.lexists(source):
+            kept = _aside_name(source, "json", now)
+            os.link(source, kept, follow_symlinks=False)
+            moved.append(str(kept))
+        os.replace(temp, source)
+    except BaseException:
+        for leftover in (temp, Path(f"{temp}-journal"), Path(f"{temp}-wal"), Path(f"{temp}-shm")):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+        raise
+    atomic.fsync_directory(source.parent)
+    old_wal = jsonstate.wal_path(source)
+    if os.path.lexists(old_wal):
+        kept = _aside_name(old_wal, "json", now)
+        os.rename(old_wal, kept)
+        atomic.fsync_directory(source.parent)
+        moved.append(str(kept))
+    line = (f"--state {source}: migrated {len(loaded.grants)} grant(s) from the JSON state file to SQLite; "
+            f"the old file(s) set aside as {', '.join(moved) or 'nothing (there were none)'}")
+    return f"{loaded.warning}; {line}" if loaded.warning else line
+
+
+def open_store(path: str | os.PathLike[str], now: float) -> tuple[Store, Loaded]:
+    """Open (create, migrate, or set aside and recreate) the database at ``path``; return
+    it and the grants it holds, unfiltered, with any warning line.
+
+    A missing file is a first start: an empty database, no warning. An old JSON state is
+    migrated (one line). A database that cannot be trusted or read is set aside (one line)
+    and replaced by an empty one; so is a ``-wal`` alone that cannot be trusted, keeping
+    the database.
+
+    Raises:
+        OSError, sqlite3.Error: not even an empty database can be made there (the
+            directory is not writable, the disk is full).
+    """
+    source = Path(path)
+    warnings: list[str] = []
+    try:
+        head: bytes | None = _head(source, writer=True)
+    except FileNotFoundError:
+        head = None
+    except OSError as error:  # refused: a link, a FIFO, another user's file, too big, a directory
+        warnings.append(_aside_all(source, now, error, "starting with no grants"))
+        head = None
+    if (head is None and os.path.lexists(jsonstate.wal_path(source))) or (head and jsonstate.is_json(head)):
+        warnings.append(_migrate(source, now))
+    elif os.path.lexists(jsonstate.wal_path(source)):  # killed after a migration's rename: already folded in
+        kept = _aside_name(jsonstate.wal_path(source), "json", now)
+        os.rename(jsonstate.wal_path(source), kept)
+        warnings.append(f"{jsonstate.wal_path(source)}: left by the JSON format, already migrated; moved to {kept}")
+    for attempt in range(1, 2 + len(SIDECARS)):
+        connection = None
+        try:
+            if not os.path.lexists(source):
+                for suffix in SIDECARS:  # a -wal without its database would be replayed into the new one
+                    orphan = Path(f"{source}{suffix}")
+                    if os.path.lexists(orphan):
+                        warnings.append(f"{orphan}: without its database; moved to {atomic.set_aside(orphan, now)}")
+                _create(source)
+            check_files(source, writer=True)
+            connection = _connect(source, "rw")
+            _initialise(connection)
+            _configure_writer(connection)
+            grants = _rows(connection)
+        except (OSError, StateError, sqlite3.DatabaseError) as error:
+            if connection is not None:
+                connection.close()
+            if attempt == 1 + len(SIDECARS):
+                raise
+            side = getattr(error, "filename", None) if isinstance(error, OSError) else None
+            if side and side != os.fspath(source) and side.startswith(os.fspath(source)):
+                warnings.append(jsonstate.set_aside(Path(side), now, error, side, "the grants committed since its "
+                                                    "last checkpoint are not restored"
+                                                    if side.endswith("-wal") else "SQLite makes a new one"))
+            else:
+                warnings.append(_aside_all(source, now, error, "starting with no grants"))
+            continue
+        return Store(os.fspath(source), connection), Loaded(grants, "; ".join(warnings))
+    raise AssertionError("unreachable")
+
+
+def load(path: str | os.PathLike[str], now: float) -> Loaded:
+    """``open_store``, then close it: the grants at ``path``, and what was set aside."""
+    store, loaded = open_store(path, now)
+    store.close()
+    return loaded
+
+
+def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
+    """The grants in ``path``, for viewers: read-only, nothing is ever moved or created.
+
+    A viewer may be another user (in the daemon's group): it trusts files that only their
+    owner can write, whoever that is (``safefile``, ``writer=False``). A ``FILE`` still in
+    the JSON format (a daemon not yet restarted since the upgrade) is read as such.
+
+    Raises:
+        FileNotFoundError: there is no state yet.
+        OSError, StateError: it cannot be read, must not be trusted (``safefile.Refused``)
+            or is not relaywatch's; the caller says so.
+    """
+    source = Path(path)
+    try:
+        head = _head(source, writer=False)
+    except FileNotFoundError:
+        if os.path.lexists(jsonstate.wal_path(source)):
+            return jsonstate.read(source)
+        raise
+    if jsonstate.is_json(head):
+        return jsonstate.read(source)
+    check_files(source, writer=False)
+    try:
+        connection = _connect(source, "ro")
+    except sqlite3.Error as exc:
+        raise OSError(errno.EACCES, f"cannot open the database: {exc}", os.fspath(source)) from None
+    try:
+        _verify(connection)
+        return _rows(connection)
+    except sqlite3.OperationalError as exc:  # e.g. -wal or -shm not readable by this user
+        raise OSError(errno.EACCES, f"cannot read the database: {exc}", os.fspath(source)) from None
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"not a database relaywatch can read ({exc})") from None
+    finally:
+        connection.close()
+
+
+def directory_warning(path: str | os.PathLike[str]) -> str:
+    """A line if ``path``'s directory lets others create names in it (the race in the
+    module docstring is then open), else ``""``."""
+    directory = Path(path).parent
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return ""
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.geteuid():
+        return (f"--state {path}: its directory {directory} is not relaywatch's alone (owner uid {st.st_uid}, "
+                f"mode {stat.S_IMODE(st.st_mode):04o}): others could swap its files; make it 0750 and relaywatch's")
+    return ""

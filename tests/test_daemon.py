@@ -34,7 +34,7 @@ def test_sigkill_loses_no_grant_and_reads_what_came_meanwhile(run: Callable[...,
     r.start()
     r.write(LOGIN.format(stamp=stamp(), user="alice", ip="192.0.2.10"))
     wait_for(lambda: r.granted() == {"192.0.2.10"}, "the first grant")
-    wait_for(lambda: r.state.exists() and "192.0.2.10" in r.state.read_text(), "the state file")
+    wait_for(lambda: "192.0.2.10" in in_state(r), "the state database")
     assert r.stop(signal.SIGKILL) == -signal.SIGKILL
     for n in range(20):  # written while relaywatch is down
         r.write(LOGIN.format(stamp=stamp(), user=f"u{n}", ip=f"198.51.100.{n + 1}"))
@@ -42,8 +42,7 @@ def test_sigkill_loses_no_grant_and_reads_what_came_meanwhile(run: Callable[...,
     expected = {"192.0.2.10"} | {f"198.51.100.{n + 1}" for n in range(20)}
     wait_for(lambda: r.granted() == expected, "every login written while down")
     assert r.stop() == 0
-    grants = json.loads(r.state.read_text())["grants"]
-    assert sorted(g[0] for g in grants) == sorted(expected)
+    assert in_state(r) == expected
     assert r.errors().count("authorised 198.51.100.1 ") == 1  # acted on exactly once
 
 
@@ -53,40 +52,47 @@ def _read_up_to_the_end(r: Run) -> bool:
     return saved is not None and saved.files[-1].offset == r.log.stat().st_size
 
 
-def test_state_file_is_rewritten_seldom_and_the_write_ahead_log_holds_the_rest(run: Callable[..., Run]) -> None:
-    """Between rewrites of the state file (it holds every grant), each grant is only
-    appended to FILE.wal, and synced before any log position past it is saved: what is
-    read there (viewers, a restart) is the whole ledger. A stop rewrites the file."""
+def in_state(r: Run) -> set[str]:
+    """The addresses in the state database, as a viewer reads it (nothing, before it exists)."""
+    try:
+        return {g.ip for g in state.read(r.state)}
+    except FileNotFoundError:
+        return set()
+
+
+def test_each_tick_is_in_the_database_before_its_log_position(run: Callable[..., Run]) -> None:
+    """Every grant is committed (one transaction a tick) before any log position past it is
+    saved: what a viewer or a restart reads is the whole ledger. A stop checkpoints and
+    leaves the database alone, readable without its -wal and -shm."""
     r = run()
     r.start()
-    r.write(LOGIN.format(stamp=stamp(), user="alice", ip="192.0.2.10"))
-    wait_for(lambda: r.state.exists() and "192.0.2.10" in r.state.read_text(), "the first state file")
-    first = r.state.read_bytes()
-    r.write(LOGIN.format(stamp=stamp(), user="bob", ip="192.0.2.11"))
-    r.write(LOGIN.format(stamp=stamp(), user="carol", ip="192.0.2.12"))
+    for n, ip in enumerate(("192.0.2.10", "192.0.2.11", "192.0.2.12")):
+        r.write(LOGIN.format(stamp=stamp(), user=f"u{n}", ip=ip))
     wait_for(lambda: r.granted() == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}, "the grants")
     wait_for(lambda: _read_up_to_the_end(r), "the log position after them")
-    assert r.state.read_bytes() == first  # not rewritten for two grants within the minute
-    wal = state.wal_path(r.state).read_text()
-    assert "192.0.2.11" in wal and "192.0.2.12" in wal
-    assert {g.ip for g in state.read(r.state)} == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    assert in_state(r) == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    assert r.state.read_bytes().startswith(b"SQLite format 3\x00")
     assert r.stop() == 0
-    assert {g[0] for g in json.loads(r.state.read_text())["grants"]} == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
-    assert state.wal_path(r.state).read_bytes() == b""
+    assert in_state(r) == {"192.0.2.10", "192.0.2.11", "192.0.2.12"}
+    assert sorted(p.name for p in r.state.parent.iterdir() if p.name.startswith("state.json")) == ["state.json"]
 
 
-def test_a_write_ahead_log_that_cannot_be_written_has_the_state_file_rewritten_at_once(
-        run: Callable[..., Run]) -> None:
-    """A grant that could not be appended exists only in memory: the next save rewrites the
-    state file rather than waiting for the minute."""
-    r = run()
-    state.save(r.state, [], time.time())
+def test_a_json_state_is_migrated_at_start_and_its_grants_published(run: Callable[..., Run]) -> None:
+    """Upgraded in place: the JSON state file and its write-ahead log, as relaywatch wrote
+    them, become the database at the first start, and their grants are published."""
+    r = run("--expire", "1h")
+    now = time.time()
+    rows = [["192.0.2.20", "alice", "imap-login", now - 60, now - 60, 1]]
+    r.state.write_text(json.dumps({"format": "relaywatch-state", "version": 1, "saved": now - 30,
+                                   "fields": ["ip", "user", "service", "first", "last", "count"],
+                                   "grants": rows}, separators=(",", ":")) + "\n")
+    Path(f"{r.state}.wal").write_text(json.dumps(["198.51.100.20", "bob", "pop3-login", now - 20, now - 20, 1],
+                                                 separators=(",", ":")) + "\n")
     r.start()
-    state.wal_path(r.state).mkdir()  # cannot be opened for appending, even by root
-    r.write(LOGIN.format(stamp=stamp(), user="alice", ip="192.0.2.10"))
-    wait_for(lambda: "192.0.2.10" in r.state.read_text(), "the state file", deadline=0.5 * state.REWRITE_EVERY)
-    assert "cannot append to" in r.errors()
-    assert r.granted() == {"192.0.2.10"}
+    wait_for(lambda: r.granted() == {"192.0.2.20", "198.51.100.20"}, "the migrated grants")
+    assert f"--state {r.state}: migrated 2 grant(s) from the JSON state file to SQLite" in r.errors()
+    assert in_state(r) == {"192.0.2.20", "198.51.100.20"}
+    assert r.stop() == 0
 
 
 def test_catch_up_skips_logins_older_than_expire(run: Callable[..., Run]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from logwatch import state
 from logwatch.faces import status
 from tests.daemonlab import wait_for
 from tests.dnslab import PTR, DnsLab
@@ -56,7 +57,7 @@ class Daemon:
     def published(self, ips: set[str]) -> bool:
         """The state file and the status both name every one of ``ips``."""
         try:
-            saved = {row[0] for row in json.loads(self.state.read_text())["grants"]}
+            saved = {g.ip for g in state.read(self.state)}
             doc = json.loads((self.state.parent / "status.json").read_text())
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return False

@@ -1,8 +1,8 @@
 """``relaywatch status``: print who may relay now, read from the files beside ``--state``.
 
-Reads, never writes: the state file (the grants), ``status.json`` (the daemon's health) and
-``events.jsonl`` (recent events), all published by the daemon for its viewers (see
-``logwatch.status``). So it needs only read permission, works while the daemon runs, and
+Reads, never writes: the state database (the grants, through a read-only connection that
+never blocks the daemon), ``status.json`` (the daemon's health) and ``events.jsonl`` (recent
+events), all published by the daemon for its viewers (see ``logwatch.status``). So it needs only read permission, works while the daemon runs, and
 after it stopped (then it says so, and shows the grants as the daemon left them).
 
 ``--json`` writes one object for scripts; its keys (times are seconds since the epoch)::
@@ -100,8 +100,7 @@ class Reader:
         Raises:
             UsageError: a file cannot be read (permission) or is not what the daemon writes.
         """
-        grants: tuple[Grant, ...] = self._cached(self._state, [self.path, state.wal_path(self.path)],
-                                                       self._read_grants)
+        grants: tuple[Grant, ...] = self._cached(self._state, state.watched(self.path), self._read_grants)
         record: tuple[DaemonStatus, bool] | None = self._cached(self._status, [self.directory / status.STATUS],
                                                                 self._read_status)
         events = self._cached(self._events, [self.directory / status.JOURNAL, self.directory / (status.JOURNAL + ".1")],
@@ -130,8 +129,8 @@ class Reader:
         return seen.value
 
     def _read_grants(self) -> tuple[Grant, ...]:
-        # state.read, not state.load: load renames an unreadable file aside, and a viewer
-        # must never move the daemon's files.
+        # state.read, not state.load: a read-only connection that never blocks the daemon,
+        # and load renames an unreadable file aside: a viewer must never move the daemon's files.
         try:
             return state.read(self.path)
         except FileNotFoundError:
