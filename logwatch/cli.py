@@ -9,6 +9,7 @@ meaning belongs to the module that uses it.
     relaywatch tui --state FILE                      the same, live
     relaywatch postfix-sql-map --sql URL [--sql-table NAME]   Postfix's table file for --sql
     relaywatch --test-pattern [LINE ... | - | --file PATH] [options]
+    relaywatch allow|revoke|block-user|unblock-user|blocked ... (--state FILE | --config FILE)
     relaywatch demo
 """
 
@@ -101,6 +102,9 @@ def _main_parser() -> _Parser:
     sql_map.add_argument("--sql", metavar="URL", required=True,
                          help="postgresql://USER@HOST[:PORT]/DB or mysql://USER@HOST[:PORT]/DB, as given to run")
     sql_map.add_argument("--sql-table", metavar="NAME", default="relay_clients", help="the table (default relay_clients)")
+    from logwatch.faces import admin as admin_face
+
+    admin_face.add_commands(commands)
     demo = commands.add_parser("demo", help="watch relaywatch work on the bundled sample log (no Dovecot, root or network)")
     demo.add_argument("--fast", action="store_true", help="replay quickly, with a 2 s expiry")
     return parser
@@ -141,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if args.command == "postfix-sql-map":
             return _postfix_sql_map(args)
+        from logwatch.faces import admin as admin_face
+
+        if args.command in admin_face.COMMANDS:
+            return admin_face.run(args)
         if args.command in ("run", "check-config"):
             return _run(args, check_only=args.command == "check-config")
         _main_parser().print_help()
@@ -173,7 +181,7 @@ def _run(args: argparse.Namespace, check_only: bool) -> int:
                 print(f"{key:<{width}}  {value}")
             return 0
         logsetup.configure_logging(settings.log_level)
-        runner = daemon.Daemon(settings, reload_settings=lambda: _settings(args))
+        runner = daemon.Daemon(settings, reload_settings=lambda: _settings(args), control=True)
         runner.install_signals()
         runner.start()
     except (config.ConfigError, PatternSetError, startup.StartError, ValueError) as exc:

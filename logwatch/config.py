@@ -20,6 +20,7 @@ from typing import Any
 
 from logwatch import versions
 from logwatch.addresses import DEFAULT_NEVER, NeverList
+from logwatch.brake import DEFAULT_MAX_ADDRESSES
 from logwatch.durations import format_duration, parse_duration
 from logwatch.ledger import DEFAULT_EXPIRE, DEFAULT_MAX_ENTRIES
 from logwatch.matcher import DEFAULT_SERVICES
@@ -41,7 +42,8 @@ class Option:
 
     Attributes:
         name: the option without ``--`` and the key in the file (``relay-ctrl-dir``).
-        kind: ``list`` (repeatable), ``str``, ``path``, ``bool``, ``int`` or ``duration``.
+        kind: ``list`` (repeatable), ``str``, ``path``, ``bool``, ``int`` (at least 1),
+            ``count`` (at least 0) or ``duration``.
         default: the value when neither the file nor the command line sets it.
         help: one line for ``--help``, ``check-config`` and the README.
         metavar: what the value looks like.
@@ -74,6 +76,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("never", "str", ",".join(DEFAULT_NEVER),
            f"addresses never authorised: CIDRs, '{MYNETWORKS}', or 'none'", "NET[,NET...]"),
     Option("max-entries", "int", DEFAULT_MAX_ENTRIES, "most clients authorised at once; the oldest go first", "N"),
+    Option("max-addresses-per-user", "count", DEFAULT_MAX_ADDRESSES, "most addresses one user may have authorised "
+           "at once (a brake on stolen passwords); 0: no limit", "N"),
     Option("state", "path", None, "keep grants here across restarts; log positions go beside it", "FILE"),
     Option("relay-ctrl-dir", "path", None, "publish one file per client here (qmail relay-ctrl)", "DIR"),
     Option("relay-ctrl-mapped", "bool", False, "also write ::ffff:a.b.c.d for each IPv4 client"),
@@ -108,6 +112,7 @@ class Settings:
     expire: int
     never: str
     max_entries: int
+    max_addresses_per_user: int
     state: str | None
     relay_ctrl_dir: str | None
     relay_ctrl_mapped: bool
@@ -212,11 +217,12 @@ def _convert(option: Option, value: Any, where: str, *, from_file: bool) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false")
         return value
-    if kind == "int":
+    if kind in ("int", "count"):  # count: 0 allowed (it turns the thing off)
         if isinstance(value, str) and not from_file and value.strip().isdigit():
             value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{where}: expected a whole number of at least 1")
+        least = 0 if kind == "count" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{where}: expected a whole number of at least {least}")
         return value
     if kind == "duration":
         if isinstance(value, int) and not isinstance(value, bool):

@@ -28,7 +28,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from logwatch import logsetup, notify, startup
+from logwatch.admin import Administrator
+from logwatch.brake import Brake
 from logwatch.config import BY_NAME, Settings
+from logwatch.control import ControlError, ControlServer
 from logwatch.display import printable
 from logwatch.durability import Durability
 from logwatch.durations import format_duration
@@ -57,6 +60,8 @@ SAVE_EVERY = 1.0
 TICK = 1.0
 #: Longest wait while a login waits for its DNSBL decision.
 GATE_TICK = 0.02
+#: Longest wait while the control channel is open: a request is answered within this.
+CONTROL_TICK = 0.1
 
 #: Opens the line source for ``--log`` (tests pass a scripted one).
 OpenSource = Callable[[Sequence[str], "str | None"], LineSource]
@@ -72,11 +77,13 @@ class Daemon:
         clock: seconds since the epoch; tests pass their own.
         sinks: sinks already open (tests); default: opened from the settings at ``start``.
         open_source: opens the logs (tests pass their own); default ``tail.open_source``.
+        control: open the control channel beside ``--state`` (``control``; ``relaywatch run``
+            does; in-process tests that crash a daemon and start another one do not).
     """
 
     def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None,
                  clock: Callable[[], float] = time.time, *, sinks: Sequence[Sink] | None = None,
-                 open_source: OpenSource = open_source) -> None:
+                 open_source: OpenSource = open_source, control: bool = False) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self._clock = clock
@@ -92,6 +99,10 @@ class Daemon:
         self.started = clock()
         self.durability = Durability(settings.state, self._report, self.started)
         self.viewers = Viewers(self.durability.directory, self._report)
+        #: Blocks, grants and revocations by hand, and the brake (``admin``); their channel.
+        self.admin = Administrator(settings.state, Brake(settings.max_addresses_per_user))
+        self._want_control = control and settings.state is not None
+        self.control: ControlServer | None = None
         #: Something for the state or the viewers happened since the last save.
         self._dirty = False
         #: Positions read past but not saved yet (held back while a login waits at the gate).
@@ -123,6 +134,12 @@ class Daemon:
             raise
         now = self._clock()
         restored = self.durability.restore(self.ledger, now)
+        try:  # before anything is published: withdraw-all knows a daemon runs (its lock)
+            restored = self.admin.start(self.ledger, restored, now)
+            self.control = ControlServer(s.state) if self._want_control and s.state else None
+        except (ValueError, ControlError) as exc:
+            self._close_outlets()
+            raise StartError(str(exc)) from None
         for outlet in self.outlets:
             outlet.send(restored, now)
             if outlet.failing:
@@ -201,7 +218,7 @@ class Daemon:
     def step(self, timeout: float) -> None:
         """One turn: read what is there (waiting up to ``timeout``), act, expire, persist."""
         assert self.source is not None
-        batches = self.source.poll(timeout)
+        batches = self.source.poll(timeout if self.control is None else min(timeout, CONTROL_TICK))
         now = self._clock()
         changes: list[Change] = []
         for batch in batches:
@@ -219,6 +236,8 @@ class Daemon:
                 changes.extend(self._decide(event, decision, now))
         changes.extend(self.ledger.expire(now))
         self.publish(changes, now)
+        if self.control is not None:
+            self._serve(now)
         if self.matcher.timeouts:
             self._report.say("timeouts", logging.WARNING, "a pattern set of yours ran out of time on %d line(s); "
                              "those lines were left to the other sets", self.matcher.timeouts, now=now)
@@ -270,7 +289,15 @@ class Daemon:
         return self._grant(event, now)
 
     def _grant(self, event: LoginEvent, now: float) -> tuple[Change, ...]:
+        held = self.admin.refusal(event, now)  # blocked by hand, or the brake
+        if held is not None:
+            if held[1]:  # said once per user and minute; counted always
+                self._refused(event, held[0], now)
+            else:
+                self.viewers.counts["refused"] += 1
+            return ()
         changes = self.ledger.grant(event, now)
+        self.admin.observe(changes)  # now, not at publish: the next login of this batch counts it
         if not changes:
             why = self.ledger.refusal(event, now)
             if why:
@@ -285,6 +312,7 @@ class Daemon:
         """Record ``changes`` in the write-ahead log, log each one, then send them to every
         outlet (with any backlog due for a retry)."""
         self.durability.record(changes, now)  # before any sink sees them
+        self.admin.observe(changes)
         for change in changes:
             g = change.grant
             if change.warning:
@@ -306,6 +334,21 @@ class Daemon:
             self.viewers.event(verb, now, g.ip, g.user, g.service, change.reason)
         for outlet in self.outlets:
             outlet.send(changes, now)
+
+    def _serve(self, now: float) -> None:
+        """Answer the control channel's requests (``admin``): on this thread, so a change by
+        hand is published like any other (write-ahead log, sinks, then checkpoints)."""
+        assert self.control is not None
+        for request in self.control.requests():
+            uid = request.peer.uid
+            reply, changes = self.admin.apply(request.body, uid, self.ledger, now)
+            log.log(logging.INFO if reply.get("ok") else logging.WARNING, "control: uid %d (pid %d): %s: %s",
+                    uid, request.peer.pid, printable(str(request.body.get("command"))), reply.get("message"))
+            for kind, ip, user, reason in self.admin.done:
+                self.viewers.event(kind, now, ip, user, "", reason)
+            self.publish(changes, now)
+            self._dirty = True
+            request.answer(reply)
 
     def save(self, now: float, running: bool = True) -> None:
         """The state, then the log checkpoints (held back while a login waits at the gate),
@@ -362,6 +405,7 @@ class Daemon:
             matcher.follow(self.matcher.version)  # the Dovecot version read from the log stays known
         self.matcher = matcher
         self.settings = new
+        self.admin.brake.limit = new.max_addresses_per_user
         logsetup.set_level(new.log_level)
         if ledger_changed:
             # A grant the new policy does not keep (now on the never-list, past the new cap
@@ -378,6 +422,8 @@ class Daemon:
         """Publish what is owed, save the state and the checkpoints, close everything."""
         notify.notify("STOPPING=1")
         now = self._clock()
+        if self.control is not None:
+            self.control.close()
         if self.source is not None:
             self.source.close()
         if self.gate is not None:

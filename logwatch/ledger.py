@@ -217,6 +217,32 @@ class Ledger:
             changes.append(Change(PUT, grant, "restored"))
         return tuple(changes)
 
+    def allow(self, ip: str, user: str, until: float, now: float, reason: str = "manual") -> tuple[Change, ...]:
+        """Authorise ``ip`` by hand until ``until`` (``relaywatch allow``); the never-list holds.
+
+        The grant's ``last`` is ``until - expire_after``, so every sink and every restart reads
+        the same end (a relay-ctrl file's mtime is ``last``), and a later login extends it only
+        where a login would (``grant``). ``last`` may lie ahead of ``now``: that is the encoding.
+
+        Returns:
+            ``()`` if ``ip`` is on the never-list or ``until`` is not after ``now``; else the
+            ``PUT`` (with ``reason``), preceded by any ``DROP`` the cap forced.
+        """
+        if ip in self.never or until <= now:
+            return ()
+        old = self._grants.pop(ip, None)
+        dropped = self._make_room(1) if old is None else []
+        last = until - self.expire_after
+        new = Grant(ip, sys.intern(user), "manual", min(now, old.first if old else now), last,
+                    (old.count if old else 0) + 1, until)
+        self._insert(new)
+        return (*dropped, Change(PUT, new, reason))
+
+    def withdraw(self, ip: str, reason: str) -> Change | None:
+        """Withdraw ``ip`` now (``relaywatch revoke``); None if it holds no grant."""
+        grant = self._grants.pop(ip, None)
+        return None if grant is None else Change(DROP, grant, reason)
+
     # ----------------------------------------------------------------- internals
 
     def _insert(self, grant: Grant) -> None:
