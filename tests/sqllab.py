@@ -119,6 +119,9 @@ class PgLab:
             except ProcessLookupError:
                 pass
         _wait(lambda: not any(_alive(each) for each in pids), "the server's processes to die")
+        # A postmaster nobody reaps yet stays a zombie, which the next one's stale-lock check
+        # takes for a live server: remove its lock file, as an admin does after a crash.
+        pid_file.unlink(missing_ok=True)
 
     def stop(self) -> None:
         self._ctl("-m", "immediate", "stop")
