@@ -121,6 +121,24 @@ class PostfixLab:
             client.rset()
         return code, text.decode("ascii", "replace")
 
+    def session(self, listener: str, source: str, count: int,
+                rcpt: str = REMOTE_RCPT) -> list[int]:
+        """Connect from ``source`` and send ``count`` RCPT TOs in one session: the codes.
+
+        Why: smtpd notices a changed map only between connections, so a reader that stays
+        connected while the map changes is the one that could see it half-written.
+        """
+        codes = []
+        with smtplib.SMTP(timeout=20) as client:
+            client.source_address = (source, 0)
+            client.connect("::1" if ":" in source else "127.0.0.1", self.ports[listener])
+            client.ehlo("probe.invalid")
+            client.mail("probe@example.org")
+            for _ in range(count):
+                codes.append(client.rcpt(rcpt)[0])
+            client.rset()
+        return codes
+
     def log(self) -> str:
         """The instance's maillog so far (for failure messages)."""
         try:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import smtplib
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import postfixlab
@@ -386,3 +388,352 @@ def test_the_address_is_not_parsed_again_by_the_map(tmp_path: Path, config: Path
     sink.commit()
     assert sink.flush(30) and query("hash", tmp_path / "relay", "2001:db8::7", config) == "OK"
     sink.close()
+
+
+# --------------------------------------------------------------------------- in place
+
+IN_PLACE = ["hash", "btree", "lmdb"]
+
+
+def filler(count: int, start: int = 0) -> list[str]:
+    """``count`` documentation addresses (2001:db8::/32), none of them a probe's."""
+    return [f"2001:db8::{n // 65536:x}:{n % 65536:x}" for n in range(start, start + count)]
+
+
+def listing(map_type: str, path: Path, config: Path) -> dict[str, str]:
+    """``postmap -s``: every entry the map holds."""
+    done = subprocess.run([postfix.find("postmap"), "-c", str(config), "-s", f"{map_type}:{path}"],
+                          capture_output=True, text=True, check=True)
+    return dict(line.split("\t", 1) for line in done.stdout.splitlines())
+
+
+class PostmapCounter:
+    """Counts the postmap processes the sink starts, by wrapping ``postfix.run``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        real = postfix.run
+
+        def counting(command: str, args: Sequence[str], *rest: object, **options: object) -> postfix.Result:
+            if command == "postmap":
+                self.calls.append(tuple(args))
+            return real(command, args, *rest, **options)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(postfix, "run", counting)
+
+
+@pytest.mark.parametrize("map_type", IN_PLACE)
+def test_batches_go_in_place_and_the_text_stays_in_step(map_type: str, tmp_path: Path,
+                                                        config: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One postmap -i and one postmap -d per batch, no rebuild; a postmap run by hand on
+    the text builds exactly the map relaywatch published."""
+    require_postmap(map_type)
+    counter = PostmapCounter(monkeypatch)
+    path = tmp_path / "relay_clients"
+    sink = make_sink(map_type, path, config)
+    assert sink.builds == 1  # created empty at open
+    for ip in ("192.0.2.7", "2001:db8::5", "203.0.113.9"):
+        sink.put(grant(ip))
+    sink.commit()
+    assert sink.flush(30) and sink.last_error == ""
+    sink.drop("2001:db8::5")
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    assert sink.flush(30) and sink.last_error == ""
+    assert (sink.builds, sink.updates) == (1, 2)
+    target = f"{map_type}:{path}"
+    flags = [" ".join(c[:-1]) for c in counter.calls]
+    assert flags == ["", "-r -i", "-r -i", "-d -"], counter.calls
+    if map_type == "lmdb":  # updated in the live file
+        assert all(c[-1] == target for c in counter.calls[1:])
+    else:  # in a copy, renamed over the live one
+        assert all(c[-1] != target for c in counter.calls[1:])
+    text = path.read_text()
+    assert text.startswith(HEADER)
+    assert [line for line in text[len(HEADER):].splitlines() if not line.startswith("#")] == [
+        "192.0.2.7 OK", "203.0.113.9 OK", "198.51.100.1 OK"]
+    assert text.count("\n") == HEADER.count("\n") + 4  # the withdrawn line blanked, same length
+    expected = {"192.0.2.7": "OK", "203.0.113.9": "OK", "198.51.100.1": "OK"}
+    assert listing(map_type, path, config) == expected
+    by_hand = tmp_path / "by_hand"
+    by_hand.write_text(text)
+    subprocess.run([postfix.find("postmap"), "-c", str(config), f"{map_type}:{by_hand}"],
+                   check=True)
+    assert listing(map_type, by_hand, config) == expected
+    sink.close()
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("etc", "by_hand")
+                   and not p.name.startswith("by_hand"))
+    assert names == sorted({"relay_clients", sink.live.name})  # no temporaries left
+
+
+def test_a_renewal_runs_no_postmap(tmp_path: Path, config: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A put for an address already published (the value never changes) starts no process."""
+    require_postmap()
+    counter = PostmapCounter(monkeypatch)
+    sink = make_sink("lmdb" if "lmdb" in postfixlab.map_types() else "hash", tmp_path / "relay",
+                     config)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30)
+    runs = len(counter.calls)
+    for n in range(200):
+        sink.put(grant("192.0.2.7", last=T0 + n))
+        sink.commit()
+    assert sink.flush(30)
+    assert len(counter.calls) == runs and sink.postmap_runs == runs
+    sink.close()
+
+
+@pytest.mark.parametrize("map_type", TYPES)
+def test_a_restart_with_the_same_ledger_writes_nothing(map_type: str, tmp_path: Path,
+                                                       config: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: a restore writes only what differs from what is published. Before, the
+    first commit after a restart rebuilt the map whole (and texthash reloaded Postfix)."""
+    require_postmap(map_type)
+    path = tmp_path / "relay_clients"
+    ips = ["192.0.2.7", *filler(2000)]
+    first = make_sink(map_type, path, config)
+    for ip in ips:
+        first.put(grant(ip))
+    first.commit()
+    assert first.flush(30)
+    first.drop(ips[5])  # leave a blanked line in the text, as a running sink does
+    first.commit()
+    first.close()
+    files = [path, first.live]
+    before = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
+
+    counter = PostmapCounter(monkeypatch)
+    second = make_sink(map_type, path, config)
+    for ip in ips[:5] + ips[6:]:
+        second.put(grant(ip))
+    second.commit()
+    assert second.flush(30) and second.last_error == ""
+    assert (second.builds, second.updates) == (0, 0)
+    # Only a listing of the map (cdb: a lookup of every key), nothing written.
+    assert [c for c in counter.calls if c[0] not in ("-s", "-q")] == []
+    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == before
+    second.close()
+
+
+@pytest.mark.parametrize("map_type", IN_PLACE)
+def test_a_restart_writes_only_the_difference(map_type: str, tmp_path: Path, config: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grants that expired while relaywatch was down are withdrawn, new ones added, in place."""
+    require_postmap(map_type)
+    path = tmp_path / "relay_clients"
+    ips = filler(3000)
+    first = make_sink(map_type, path, config)
+    for ip in ips[:2000]:
+        first.put(grant(ip))
+    first.commit()
+    first.close()
+
+    counter = PostmapCounter(monkeypatch)
+    second = make_sink(map_type, path, config)
+    for ip in ips[10:2010]:
+        second.put(grant(ip))
+    second.commit()
+    assert second.flush(30) and second.last_error == ""
+    assert (second.builds, second.updates) == (0, 1)
+    assert [c[:-1] for c in counter.calls] == [("-s",), ("-r", "-i"), ("-d", "-")]
+    assert set(listing(map_type, path, config)) == set(ips[10:2010])
+    second.close()
+
+
+def test_a_restart_after_an_edit_by_hand_rebuilds_whole(tmp_path: Path, config: Path) -> None:
+    """The text and the map disagree (an admin's edit not run through postmap): rebuilt."""
+    require_postmap()
+    path = tmp_path / "relay_clients"
+    first = make_sink("hash", path, config)
+    first.put(grant("192.0.2.7"))
+    first.commit()
+    first.close()
+    with path.open("a") as text:
+        text.write("198.51.100.66 OK\n")
+    second = make_sink("hash", path, config)
+    second.put(grant("192.0.2.7"))
+    second.commit()
+    assert second.flush(30) and (second.builds, second.updates) == (1, 0)
+    assert listing("hash", path, config) == {"192.0.2.7": "OK"}
+    assert path.read_text() == HEADER + "192.0.2.7 OK\n"
+    second.close()
+
+
+def test_a_map_changed_behind_our_back_is_rebuilt_whole(tmp_path: Path, config: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """postmap -d finding none of the withdrawn keys, or a text that changed size: the map
+    is in doubt, so it is rebuilt whole at once (no failure reported: nothing is wrong now)."""
+    require_postmap("lmdb")
+    path = tmp_path / "relay_clients"
+    sink = make_sink("lmdb", path, config)
+    sink.put(grant("192.0.2.7"))
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    assert sink.flush(30)
+    subprocess.run([postfix.find("postmap"), "-c", str(config), "-d", "192.0.2.7", f"lmdb:{path}"],
+                   check=True)
+    sink.drop("192.0.2.7")
+    sink.commit()
+    assert sink.flush(30) and sink.health().ok and sink.builds == 2
+    assert any("postmap -d found none of 1 withdrawn key(s); rebuilding it whole"
+               in r.getMessage() for r in caplog.records)
+    with path.open("a") as text:
+        text.write("# a comment of the admin's\n")
+    sink.put(grant("203.0.113.9"))
+    sink.commit()
+    assert sink.flush(30) and sink.health().ok and sink.builds == 3
+    assert listing("lmdb", path, config) == {"198.51.100.1": "OK", "203.0.113.9": "OK"}
+    sink.close()
+
+
+def test_a_failed_update_says_failing_and_is_followed_by_a_whole_rebuild(
+    tmp_path: Path, config: Path
+) -> None:
+    """An in-place batch that fails leaves the map in doubt: health says failing (as for a
+    rebuild), and the retry rebuilds whole rather than trusting the half-applied batch."""
+    require_postmap()
+    path = tmp_path / "relay"
+    sink = make_sink("btree", path, config, retry_initial=0.05, retry_max=0.2)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30) and (sink.builds, sink.updates) == (1, 1)
+    good = (config / "main.cf").read_text()
+    postfixlab.write_config(config / "main.cf", good + "berkeley_db_read_buffer_size = junk\n")
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    deadline = time.monotonic() + 20
+    while sink.health().ok and time.monotonic() < deadline:
+        time.sleep(0.05)
+    health = sink.health()
+    assert not health.ok and health.error.startswith(f"btree:{path}: postmap failed (exit 1): ")
+    postfixlab.write_config(config / "main.cf", good)
+    assert sink.flush(30) and sink.health().ok
+    assert sink.builds == 2 and sink.updates == 1
+    assert listing("btree", path, config) == {"192.0.2.7": "OK", "198.51.100.1": "OK"}
+    sink.close()
+
+
+def test_large_batches_and_many_changes_are_rebuilt_whole(tmp_path: Path, config: Path) -> None:
+    """Above batch_limit in one commit, or rebuild_after since the last rebuild: whole."""
+    require_postmap()
+    path = tmp_path / "relay"
+    sink = make_sink("hash", path, config, batch_limit=50, rebuild_after=120)
+    ips = filler(400)
+    for ip in ips[:100]:  # more than batch_limit: whole
+        sink.put(grant(ip))
+    sink.commit()
+    assert sink.flush(30) and (sink.builds, sink.updates) == (2, 0)
+    for n in range(4):  # 40 changes each, 100 live: 40, 80, 120 in place; 160 passes 120
+        for ip in ips[100 + 20 * n:120 + 20 * n]:
+            sink.put(grant(ip))
+        for ip in ips[20 * n:20 * (n + 1)]:
+            sink.drop(ip)
+        sink.commit()
+        assert sink.flush(30)
+        assert (sink.builds, sink.updates) == ((2, n + 1) if n < 3 else (3, 3))
+    live = ips[80:100] + ips[100:180]
+    assert sorted(listing("hash", path, config)) == sorted(live)
+    assert path.read_text() == HEADER + "".join(f"{ip} OK\n" for ip in live)  # compacted
+    sink.close()
+
+
+# --------------------------------------------------------------------------- in place, real smtpd
+
+
+def probe_until(lab: postfixlab.PostfixLab, map_type: str, source: str, code: int,
+                timeout: float = 10.0) -> float:
+    """Probe until smtpd answers ``code``; the seconds it took."""
+    started = time.monotonic()
+    while lab.probe(map_type, source)[0] != code:
+        assert time.monotonic() - started < timeout, lab.log()[-2000:]
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("map_type", IN_PLACE)
+def test_smtpd_sees_additions_and_withdrawals_within_the_goal(
+    lab: postfixlab.PostfixLab, map_type: str
+) -> None:
+    """README's goal: p99 250 ms from commit to smtpd's verdict, here with 100,000 entries
+    live and every change made in place (the worst of 20 additions and 20 withdrawals)."""
+    sink = open_sink(lab.map_spec(map_type), SinkOptions(postfix_config=str(lab.config_dir)))
+    assert isinstance(sink, PostfixMapSink)
+    try:
+        for ip in filler(100_000):
+            sink.put(grant(ip))
+        sink.commit()
+        assert sink.flush(60), sink.last_error
+        builds = sink.builds
+        latencies = []
+        for n in range(20):
+            source = f"127.0.0.{100 + n}"
+            sink.put(grant(source))
+            sink.commit()
+            latencies.append(probe_until(lab, map_type, source, 250))
+            sink.drop(source)
+            sink.commit()
+            latencies.append(probe_until(lab, map_type, source, 554))
+        assert sink.flush(30)  # lmdb: smtpd may answer before postmap has exited
+        assert sink.builds == builds and sink.updates >= 40 and not sink.last_error
+        print(f"{map_type}: commit -> smtpd, 40 changes at 100,000 live: median "
+              f"{sorted(latencies)[20] * 1e3:.0f} ms, max {max(latencies) * 1e3:.0f} ms")
+        assert max(latencies) < 0.25, sorted(latencies)[-5:]
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("map_type", IN_PLACE)
+def test_smtpd_never_sees_half_a_map_while_batches_are_applied(
+    lab: postfixlab.PostfixLab, map_type: str
+) -> None:
+    """Readers that stay connected across updates (three RCPTs a session, three at once)
+    while 1,000 additions and 1,000 withdrawals a batch go in: the probe's address is in
+    the map before and after, so every answer must be 250: never 451, 554 or a dropped
+    connection. (Updated in the live file, a btree made smtpd die: "fatal: error reading
+    ...db: Unknown error -30986", then a minute of throttling; see the module's docstring.)"""
+    sink = open_sink(lab.map_spec(map_type), SinkOptions(postfix_config=str(lab.config_dir)))
+    assert isinstance(sink, PostfixMapSink)
+    sink.batch_limit = 2000
+    answers: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                answers.extend(lab.session(map_type, PROBED, 3))
+            except (OSError, smtplib.SMTPException) as error:
+                errors.append(repr(error))
+
+    ips = filler(60_000)
+    try:
+        sink.put(grant(PROBED))
+        for ip in ips[:30_000]:
+            sink.put(grant(ip))
+        sink.commit()
+        assert sink.flush(60), sink.last_error
+        assert lab.probe(map_type, PROBED)[0] == 250
+        readers = [threading.Thread(target=reader) for _ in range(3)]
+        for thread in readers:
+            thread.start()
+        for n in range(15):
+            for ip in ips[30_000 + 1000 * n:31_000 + 1000 * n]:
+                sink.put(grant(ip))
+            for ip in ips[1000 * n:1000 * (n + 1)]:
+                sink.drop(ip)
+            sink.commit()
+            assert sink.flush(60), sink.last_error
+        time.sleep(0.5)
+        stop.set()
+        for thread in readers:
+            thread.join(30)
+        assert sink.updates >= 15 and not sink.last_error
+        assert errors == [] and answers and set(answers) == {250}, (
+            errors[:3], sorted(set(answers)), lab.log()[-2000:])
+        assert "fatal" not in lab.log()
+    finally:
+        stop.set()
+        sink.close()

@@ -476,13 +476,20 @@ class PostfixMapSink:
                 return None
             table[key] = offset
         if self._suffix is not None:
+            # cdb cannot be listed: every key of the text is looked up instead, which
+            # misses only entries the map has beyond the text (a crash between the two
+            # renames of a rebuild); cdb is rebuilt whole at the next change anyway.
+            keys = "".join(f"{key}\n" for key in table) if self.map_type == "cdb" else None
             try:
-                listed = self._postmap(["-s", self.spec])
+                if keys is None:
+                    listed = self._postmap(["-s", self.spec])
+                else:
+                    listed = self._postmap(["-q", "-", self.spec], keys, check=bool(table))
             except BuildError:
                 return None
             published = 0
-            for row in listed.stdout.splitlines():
-                key, _, rest = row.partition(" ")
+            for row in listed.stdout.splitlines():  # "key<TAB>value"
+                key, _, rest = row.partition("\t")
                 if key not in table or rest.strip() != value:
                     return None
                 published += 1
