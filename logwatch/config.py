@@ -94,6 +94,8 @@ OPTIONS: tuple[Option, ...] = (
            "open|closed"),
     Option("resolver", "str", None, "the DNS server for DNSBL lookups; default: the system's", "ADDR[:PORT]"),
     Option("log-level", "str", "info", f"how much to log: {', '.join(LOG_LEVELS)}", "LEVEL"),
+    Option("metrics", "path", None, "write counters here in Prometheus text format every few seconds "
+           "(node_exporter's textfile collector)", "FILE"),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -126,6 +128,7 @@ class Settings:
     dnsbl_fail: str
     resolver: str | None
     log_level: str
+    metrics: str | None
     config: str | None = None
 
     def describe(self) -> list[tuple[str, str]]:

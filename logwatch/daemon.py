@@ -23,11 +23,12 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from logwatch import logsetup, notify, startup
+from logwatch import logsetup, metrics, notify, startup
 from logwatch.admin import Administrator
 from logwatch.brake import Brake
 from logwatch.config import BY_NAME, Settings
@@ -62,6 +63,9 @@ TICK = 1.0
 GATE_TICK = 0.02
 #: Longest wait while the control channel is open: a request is answered within this.
 CONTROL_TICK = 0.1
+#: Seconds between two writes of the status (and ``--metrics``) while nothing else changes:
+#: a viewer tells a hung daemon by the status's age (``faces.check``).
+STATUS_EVERY = 5.0
 
 #: Opens the line source for ``--log`` (tests pass a scripted one).
 OpenSource = Callable[[Sequence[str], "str | None"], LineSource]
@@ -103,6 +107,9 @@ class Daemon:
         self.admin = Administrator(settings.state, Brake(settings.max_addresses_per_user))
         self._want_control = control and settings.state is not None
         self.control: ControlServer | None = None
+        #: Refusals by reason (``metrics.reason_of``), for ``--metrics``.
+        self.refusals: Counter[str] = Counter()
+        self._status_at = float("-inf")
         #: Something for the state or the viewers happened since the last save.
         self._dirty = False
         #: Positions read past but not saved yet (held back while a login waits at the gate).
@@ -247,6 +254,20 @@ class Daemon:
         if now - self._saved_at >= SAVE_EVERY and (self._dirty or self._positions_owed or self.durability.owed(now)
                                                    or self._told != self._health()):
             self.save(now)
+        if now - self._status_at >= STATUS_EVERY:
+            self._tell(now)
+
+    def _tell(self, now: float) -> None:
+        """The status for viewers (even when idle) and ``--metrics``."""
+        self._status_at = now
+        record = self.status(now, True)
+        self.viewers.publish(record, now)
+        if self.settings.metrics:
+            try:
+                metrics.write(self.settings.metrics, metrics.render(record, self.refusals))
+            except OSError as exc:
+                self._report.say("metrics", logging.WARNING, "cannot write --metrics %s: %s", self.settings.metrics,
+                                 exc.strerror or exc, now=now)
 
     def handle(self, line: str, now: float) -> tuple[Change, ...]:
         """Match one line; for a login, return what the ledger says the sinks must do."""
@@ -295,6 +316,7 @@ class Daemon:
                 self._refused(event, held[0], now)
             else:
                 self.viewers.counts["refused"] += 1
+                self.refusals[metrics.reason_of(held[0])] += 1
             return ()
         changes = self.ledger.grant(event, now)
         self.admin.observe(changes)  # now, not at publish: the next login of this batch counts it
@@ -307,6 +329,7 @@ class Daemon:
     def _refused(self, event: LoginEvent, why: str, now: float) -> None:
         log.info("refused %s (%s, user=<%s>): %s", event.ip, event.service, printable(event.user), why)
         self.viewers.event("refused", now, event.ip, event.user, event.service, why)
+        self.refusals[metrics.reason_of(why)] += 1
 
     def publish(self, changes: Sequence[Change], now: float) -> None:
         """Record ``changes`` in the write-ahead log, log each one, then send them to every

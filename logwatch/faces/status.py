@@ -35,6 +35,7 @@ from typing import Any
 from rich.console import Console
 
 from logwatch import ptr, state, status
+from logwatch.faces import check
 from logwatch.faces.views import GrantTable, Header, Snapshot, matched_sets, sort_grants
 from logwatch.model import Grant
 from logwatch.statusrecord import DaemonStatus
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``status`` (``tui`` shares all but ``--json``)."""
     add_source_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object for scripts (keys: see the README)")
+    parser.add_argument("--check", action="store_true",
+                        help="one line and exit 0 (ok), 1 (warning) or 2 (critical), for Nagios, Icinga or monit")
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +205,8 @@ def document(snap: Snapshot, names: dict[str, str | None] | None) -> dict[str, A
 
 def run(args: argparse.Namespace, console: Console | None = None, now: float | None = None) -> int:
     """Print the header and the grants (or ``--json``); return 0, or 2 with one line on stderr."""
+    if getattr(args, "check", False):
+        return _check(args, time.time() if now is None else now)
     cache = None
     try:
         cache = names_for(args)
@@ -222,8 +227,20 @@ def run(args: argparse.Namespace, console: Console | None = None, now: float | N
     console = console or Console(highlight=False)
     labels = None if found is None else {ip: ptr.label(n) for ip, n in found.items()}
     console.print(Header(snap))
+    if snap.running and (check.age(snap) or 0.0) > check.STALE:  # hung, or killed without a word
+        console.print(check.written_line(snap), style="bold red")
     console.print(GrantTable(sort_grants(snap.grants, "left"), snap.now, snap.expire, labels))
     return 0
+
+
+def _check(args: argparse.Namespace, now: float) -> int:
+    """``--check``: the verdict's line on standard output, its status as the exit status."""
+    try:
+        code, line = check.verdict(Reader(args.state).snapshot(now))
+    except UsageError as exc:
+        code, line = check.CRITICAL, f"RELAYWATCH CRITICAL - {exc}"
+    print(line)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
