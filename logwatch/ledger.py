@@ -13,6 +13,14 @@ Policy, in one place:
 - A login stamped in the future counts as happening ``now``. Why: a log clock ahead of
   ours (or a wrong year guessed for a syslog stamp) must not stretch a grant past policy.
 - Addresses on the never-list are never authorised.
+- With ``--sessions`` (``session_max`` given): a login that names its session
+  (``LoginEvent.session``) opens it, and the client stays authorised while any session
+  from its address is open, and until ``expire`` after the last one ends (or after its
+  last login, whichever is later). A session ends on its logout (``end``), when Dovecot
+  starts or stops (``end_all``), or ``session_max`` after it began, whatever happens: a
+  lost logout line or a killed process can never keep an address for ever. While a
+  session is open, the grant is renewed every ``expire / 2`` with ``last`` = now (reason
+  ``connected``), so a relay-ctrl file's mtime stays fresh for ``relay-ctrl-check``.
 - At most ``max_entries`` grants exist; beyond that the oldest is withdrawn first, and the
   Change says so in a warning, because that overrides policy rather than applying it.
 
@@ -22,6 +30,12 @@ end), and expiry reads from the front. A login that arrives out of order (``unti
 than the newest) is also pushed on a small heap so it expires on time, not behind its
 neighbours. No per-entry heap or linked list: that keeps a grant under 300 bytes of
 process memory at a million entries (about 270 measured; ``benchmarks/bench_ledger.py``).
+
+Sessions, the same way: one dict, session id -> ``(ip, start)``, in start order (all share
+``session_max``, so that is also the order they are forced to end), a small heap for the
+ones that arrive out of order, a count of open sessions per address, and a heap of
+``(refresh due, ip)`` for connected addresses only (stale items are skipped). An open
+session costs about 200 bytes beyond its grant (``benchmarks/bench_sessions.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +56,10 @@ DEFAULT_MAX_ENTRIES = 1_000_000
 #: ``--expire`` when not given, in seconds.
 DEFAULT_EXPIRE = 1800
 
+#: ``--session-max`` when not given, in seconds: a working day, so a client that stays
+#: connected all day keeps relaying, and a lost logout costs at most that.
+DEFAULT_SESSION_MAX = 12 * 3600
+
 
 class Ledger:
     """The set of clients allowed to relay: per normalised IP, one ``Grant``.
@@ -50,20 +68,27 @@ class Ledger:
         expire_after: seconds a grant lasts after the client's last login (``--expire``).
         never: addresses never authorised (``--never``); default ``NeverList.default()``.
         max_entries: the cap on grants (``--max-entries``).
+        session_max: follow sessions (``--sessions``), each for at most this many seconds
+            (``--session-max``); None: sessions are not followed (a login's session id is
+            ignored).
     """
 
-    __slots__ = ("expire_after", "never", "max_entries", "_grants", "_late", "_tail")
+    __slots__ = ("expire_after", "never", "max_entries", "_grants", "_late", "_tail", "session_max",
+                 "_sessions", "_late_sessions", "_session_tail", "_open", "_refresh")
 
     def __init__(
         self,
         expire_after: float = DEFAULT_EXPIRE,
         never: NeverList | None = None,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        session_max: float | None = None,
     ) -> None:
         if expire_after <= 0:
             raise ValueError(f"--expire: {expire_after!r} must be a positive number of seconds")
         if max_entries < 1:
             raise ValueError(f"--max-entries: {max_entries!r} must be at least 1")
+        if session_max is not None and session_max <= 0:
+            raise ValueError(f"--session-max: {session_max!r} must be a positive number of seconds")
         self.expire_after = expire_after
         self.never = NeverList.default() if never is None else never
         self.max_entries = max_entries
@@ -73,6 +98,15 @@ class Ledger:
         self._late: list[tuple[float, str]] = []
         # The largest ``until`` inserted in order so far.
         self._tail = float("-inf")
+        self.session_max = session_max
+        # Session id -> (ip, start), in start order except ids also on ``_late_sessions``.
+        self._sessions: dict[str, tuple[str, float]] = {}
+        self._late_sessions: list[tuple[float, str]] = []
+        self._session_tail = float("-inf")
+        # ip -> how many of its sessions are open (only addresses with one or more).
+        self._open: dict[str, int] = {}
+        # (when the grant of a connected ip is due for renewal, ip); stale items skipped.
+        self._refresh: list[tuple[float, str]] = []
 
     # ----------------------------------------------------------------- queries
 
@@ -94,13 +128,38 @@ class Ledger:
         return iter(self.grants())
 
     def next_expiry(self) -> float | None:
-        """When the next grant runs out (its ``until``), or None if there are none.
+        """When ``expire`` next has work: a grant runs out (its ``until``), a connected
+        client's grant is due for renewal, or a session reaches ``session_max``; None if
+        nothing is pending.
 
         Why: the daemon sleeps until exactly then, so an idle log still withdraws a client
         on time instead of when the next line happens to arrive.
         """
         oldest = self._oldest()
-        return None if oldest is None else oldest.until
+        due = [] if oldest is None else [oldest.until]
+        if self._refresh:
+            due.append(self._refresh[0][0])
+        first = self._first_session()
+        if first is not None and self.session_max is not None:
+            due.append(first[1] + self.session_max)
+        return min(due) if due else None
+
+    @property
+    def following(self) -> bool:
+        """True if sessions are followed (``--sessions``)."""
+        return self.session_max is not None
+
+    def open_sessions(self, ip: str) -> int:
+        """How many sessions from ``ip`` (normalised) are open."""
+        return self._open.get(ip, 0)
+
+    def session_count(self) -> int:
+        """How many sessions are open, from every address."""
+        return len(self._sessions)
+
+    def sessions(self) -> list[tuple[str, str, float]]:
+        """Every open session as ``(session id, ip, start)``, oldest first: for the state."""
+        return sorted(((sid, ip, start) for sid, (ip, start) in self._sessions.items()), key=_by_start)
 
     def refusal(self, event: LoginEvent, now: float) -> str | None:
         """Why ``event`` would not authorise its client, or None if it would.
@@ -142,24 +201,92 @@ class Ledger:
                 self._grants[ip] = Grant(
                     ip, old.user, old.service, old.first, old.last, old.count + 1, old.until
                 )
+                self._open_session(event.session, ip, when, now)
                 return ()
             new = Grant(
                 ip, user, service, old.first, when, old.count + 1, when + self.expire_after
             )
             del self._grants[ip]
             self._insert(new)
+            if ip in self._open:
+                self._schedule(new)
+            self._open_session(event.session, ip, when, now)
             return (Change(PUT, new, "renew"),)
         dropped = self._make_room(1)
         new = Grant(ip, user, service, when, when, 1, when + self.expire_after)
         self._insert(new)
+        self._open_session(event.session, ip, when, now)
         return (*dropped, Change(PUT, new, "login"))
+
+    def end(self, session: str, when: float, now: float) -> tuple[Change, ...]:
+        """A session's logout was read: it is over at ``when`` (at most ``now``).
+
+        Returns:
+            ``()`` if the session is not open (never opened, a line read twice, sessions
+            not followed) or the address has other open sessions; else, for its last
+            session, a ``PUT`` (reason ``logout``: the grant now lasts ``expire`` after
+            ``when``) or a ``DROP`` if that time has passed already.
+        """
+        found = self._sessions.pop(session, None)
+        if found is None:
+            return ()
+        return self._closed(found[0], min(when, now), now, "logout")
+
+    def end_all(self, when: float, now: float, reason: str) -> tuple[Change, ...]:
+        """Every open session is over at ``when`` (Dovecot started or stopped, or its log
+        shows that sessions cannot be followed): each address is kept ``expire`` after that."""
+        ended = list(self._sessions.values())
+        self._sessions.clear()
+        self._late_sessions.clear()
+        self._session_tail = float("-inf")
+        changes: list[Change] = []
+        for ip, _start in ended:
+            changes.extend(self._closed(ip, min(when, now), now, reason))
+        return tuple(changes)
+
+    def restore_sessions(self, saved: Iterable[tuple[str, str, float]], now: float) -> tuple[Change, ...]:
+        """Reopen sessions saved with the state (call after ``restore``), under today's
+        ``session_max`` and never-list. A session whose address lost its grant while
+        relaywatch was down (it outlasted ``expire``) is granted again from ``now``: the
+        session is open until its logout, which is read from the log where it was left.
+
+        Returns:
+            ``PUT`` changes with reason ``restored`` for grants made again.
+        """
+        if self.session_max is None:
+            return ()
+        changes: list[Change] = []
+        for session, raw_ip, start in sorted(saved, key=_by_start):
+            ip = normalise(raw_ip)
+            if ip is None or ip in self.never or session in self._sessions:
+                continue
+            start = min(start, now)
+            if start + self.session_max <= now:
+                continue
+            grant = self._grants.get(ip)
+            if grant is None:
+                changes.extend(self._make_room(1))
+                grant = Grant(ip, "", "", start, now, 1, now + self.expire_after)
+                self._insert(grant)
+                changes.append(Change(PUT, grant, "restored"))
+            self._open_session(session, ip, start, now)
+        return tuple(changes)
 
     def expire(self, now: float) -> tuple[Change, ...]:
         """Withdraw every grant whose ``until`` is at or before ``now``.
 
+        With sessions: first every session open for ``session_max`` ends (reason
+        ``session-max``), then every connected client's grant due for renewal is renewed
+        (``PUT``, reason ``connected``), and a connected client is never withdrawn.
+
         Returns:
-            One ``DROP`` with reason ``expired`` per grant withdrawn, oldest first.
+            One ``DROP`` with reason ``expired`` per grant withdrawn, oldest first (after
+            the session changes).
         """
+        changes: list[Change] = []
+        if self.session_max is not None:
+            changes.extend(self._end_overdue(now))
+            changes.extend(self._renew_connected(now))
         gone: list[Grant] = []
         for ip, grant in self._grants.items():
             if grant.until > now:
@@ -178,7 +305,12 @@ class Ledger:
             self._late.clear()
             self._tail = float("-inf")
         gone.sort(key=_by_until)
-        return tuple(Change(DROP, grant, "expired") for grant in gone)
+        for grant in gone:
+            if grant.ip in self._open:  # connected, and its renewal came late: renew it now
+                changes.append(self._renew(grant, now))
+            else:
+                changes.append(Change(DROP, grant, "expired"))
+        return tuple(changes)
 
     def restore(self, grants: Iterable[Grant], now: float) -> tuple[Change, ...]:
         """Load grants saved by ``--state``, under today's policy, and return their PUTs.
@@ -245,6 +377,97 @@ class Ledger:
 
     # ----------------------------------------------------------------- internals
 
+    def _open_session(self, session: str, ip: str, start: float, now: float) -> None:
+        """Record ``session`` from ``ip`` as open since ``start`` (its grant exists)."""
+        if not session or self.session_max is None or session in self._sessions:
+            return  # none named, not followed, or a line read twice
+        if start + self.session_max <= now:
+            return
+        self._sessions[session] = (ip, start)
+        if start < self._session_tail:
+            heapq.heappush(self._late_sessions, (start, session))
+        else:
+            self._session_tail = start
+        count = self._open.get(ip, 0)
+        self._open[ip] = count + 1
+        if count == 0:
+            grant = self._grants.get(ip)
+            if grant is not None:
+                self._schedule(grant)
+
+    def _schedule(self, grant: Grant) -> None:
+        """Renew the grant of a connected client when half its ``expire`` has passed."""
+        heapq.heappush(self._refresh, (grant.last + self.expire_after / 2, grant.ip))
+
+    def _renew(self, grant: Grant, now: float) -> Change:
+        """A connected client's grant, renewed as if it were seen now."""
+        new = Grant(grant.ip, grant.user, grant.service, grant.first, now, grant.count,
+                    now + self.expire_after)
+        self._grants.pop(grant.ip, None)
+        self._insert(new)
+        self._schedule(new)
+        return Change(PUT, new, "connected")
+
+    def _renew_connected(self, now: float) -> list[Change]:
+        changes = []
+        refresh = self._refresh
+        while refresh and refresh[0][0] <= now:
+            due, ip = heapq.heappop(refresh)
+            grant = self._grants.get(ip)
+            if grant is None or ip not in self._open or grant.last + self.expire_after / 2 != due:
+                continue  # gone, no longer connected, or renewed since
+            changes.append(self._renew(grant, now))
+        return changes
+
+    def _first_session(self) -> tuple[str, float] | None:
+        """The open session that began first, as ``(id, start)``."""
+        late = self._late_sessions
+        while late and late[0][1] not in self._sessions:
+            heapq.heappop(late)
+        front = next(iter(self._sessions.items()), None)
+        first = None if front is None else (front[0], front[1][1])
+        if late and (first is None or late[0][0] < first[1]):
+            first = (late[0][1], late[0][0])
+        return first
+
+    def _end_overdue(self, now: float) -> list[Change]:
+        """End every session open for ``session_max``: at its start plus that."""
+        assert self.session_max is not None
+        changes: list[Change] = []
+        while True:
+            first = self._first_session()
+            if first is None or first[1] + self.session_max > now:
+                break
+            session, start = first
+            ip, _ = self._sessions.pop(session)
+            changes.extend(self._closed(ip, start + self.session_max, now, "session-max"))
+        if not self._sessions:
+            self._late_sessions.clear()
+            self._session_tail = float("-inf")
+        return changes
+
+    def _closed(self, ip: str, end: float, now: float, reason: str) -> tuple[Change, ...]:
+        """One session from ``ip`` ended at ``end``; if it was the last, the grant now lasts
+        ``expire`` after ``end`` (or after its last login, if later)."""
+        count = self._open.get(ip, 0) - 1
+        if count > 0:
+            self._open[ip] = count
+            return ()
+        self._open.pop(ip, None)
+        grant = self._grants.get(ip)
+        if grant is None:
+            return ()
+        last = max(grant.last, end)
+        if last + self.expire_after <= now:
+            del self._grants[ip]
+            return (Change(DROP, grant, reason),)
+        if last == grant.last:
+            return ()
+        new = Grant(ip, grant.user, grant.service, grant.first, last, grant.count, last + self.expire_after)
+        del self._grants[ip]
+        self._insert(new)
+        return (Change(PUT, new, reason),)
+
     def _insert(self, grant: Grant) -> None:
         """Append ``grant`` (its key already absent) and keep the expiry order true."""
         self._grants[grant.ip] = grant
@@ -295,3 +518,7 @@ def _by_until(grant: Grant) -> float:
 
 def _by_last(grant: Grant) -> float:
     return grant.last
+
+
+def _by_start(row: tuple[str, str, float]) -> float:
+    return row[2]

@@ -30,4 +30,4 @@ def login_event(verdict: Verdict, now: float) -> LoginEvent | None:
     moment = timestamps.parse(verdict.stamp, datetime.fromtimestamp(now).astimezone()) if verdict.stamp else None
     when = now if moment is None else min(moment.timestamp(), now)
     return LoginEvent(verdict.ip, verdict.user or "", verdict.service, when,
-                      verdict.pattern_set or "", verdict.pattern or "")
+                      verdict.pattern_set or "", verdict.pattern or "", verdict.session or "")

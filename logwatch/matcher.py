@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -57,6 +57,16 @@ DEFAULT_TIMEOUT = 0.05
 MAX_LOGIN_BYTES = 1000
 #: The ``pattern`` of the verdict for a Dovecot start-up line.
 STARTUP = "dovecot-startup"
+#: The ``pattern`` of the verdict for the line Dovecot's master writes when it is stopped
+#: (``master: Warning: Killed with signal 15 (by pid=1 uid=0 code=kill)``): with
+#: ``--sessions``, every session of that Dovecot is gone, as at its start-up.
+SHUTDOWN = "dovecot-shutdown"
+#: Every mail process's ``Disconnected:`` line contains this (``imap(bob)<4101><...>:
+#: Disconnected: ...``; Dovecot's own file: ``...>: Info: Disconnected: ...``); with
+#: ``--sessions`` a reader must not skip lines that do.
+LOGOUT_NEEDLE = ": Disconnected"
+#: What a reader must not skip with ``--sessions``: ``NEEDLES`` and these.
+SESSION_NEEDLES = NEEDLES + (LOGOUT_NEEDLE.encode(), b"Killed with signal")
 _STARTUP_NEEDLE = versions.STARTUP_NEEDLE
 _TOO_LONG = f"longer than any login line Dovecot writes ({MAX_LOGIN_BYTES} bytes): a piece of a split or cut line"
 
@@ -74,6 +84,9 @@ class Verdict(NamedTuple):
         pattern_set, pattern: who claimed the line.
         stamp: the line's timestamp text, for ``timestamps.parse``.
         why: for ``ignored``, why it does not authorise.
+        session: the session id: of a login (the ``session=<...>`` of its server-written
+            tail, if its pattern takes it), or of a ``logout`` (from the mail process's log
+            prefix); None if the line has none.
     """
 
     result: str
@@ -84,12 +97,23 @@ class Verdict(NamedTuple):
     pattern: str | None = None
     stamp: str | None = None
     why: str | None = None
+    session: str | None = None
 
 
 NOMATCH = Verdict("nomatch")
 
 
 _PREFIX = re.compile(prefix.SOURCE)
+#: What stands before a mail process's own prefix (``imap(bob)<4101><...>: ``), which the
+#: logout patterns match: syslog's ``TS [HOST ]dovecot[PID]: `` or, in Dovecot's own file,
+#: the timestamp alone. The process must be Dovecot's, exactly as for a login (``prefix``).
+MAIL_PREFIX = (f"(?P<mts>{prefix.TIMESTAMP}) "
+               f"(?:(?:{prefix.HOST} )?dovecot(?:{prefix.PID})?: )?")
+#: The master's stop line (see ``SHUTDOWN``), after the same strict prefixes as its start-up line.
+_SHUTDOWN = re.compile(
+    f"(?P<ts>{prefix.TIMESTAMP}) (?:(?:{prefix.HOST} )?dovecot(?:{prefix.PID})?: master: |master: )"
+    r"Warning: Killed with signal (?:15|2) \(by pid=\d+ uid=\d+ code=[a-z_]+\)")
+_STAMP = re.compile(f"(?:dovecot: )?({prefix.TIMESTAMP})")
 _PREFIX_FIELDS = tuple(_PREFIX.groupindex[name] for name in prefix.TS_GROUPS + prefix.SERVICE_GROUPS)
 _SERVICE_FIELDS = tuple(_PREFIX.groupindex[name] for name in prefix.SERVICE_GROUPS)
 _UNCLAIMED = ("nomatch", None, None)
@@ -109,7 +133,8 @@ class _Candidate:
     Groups are read by index: ``regex`` takes a while to look a name up.
     """
 
-    __slots__ = ("head", "then_anything", "fullmatch", "user", "ip", "branch", "login", "counted", "refused")
+    __slots__ = ("head", "then_anything", "fullmatch", "user", "ip", "session", "branch", "login", "logout",
+                 "counted", "refused")
 
     def __init__(self, source: str, branch: _Branch) -> None:
         fixed = literal.head(source)
@@ -119,8 +144,10 @@ class _Candidate:
         self.fullmatch = compiled.fullmatch
         self.user = compiled.groupindex.get("user", 0)
         self.ip = compiled.groupindex.get("ip", 0)
+        self.session = compiled.groupindex.get("session", 0)
         self.branch = branch
         self.login = branch.result == "login"
+        self.logout = branch.result == "logout"
         #: What ``classify`` says of a line this pattern claims, and of a login of a
         #: service that is not enabled.
         self.counted = (branch.result, branch.pattern_set, branch.pattern)
@@ -141,25 +168,45 @@ class _Table:
     order when its regex has to decide.
     """
 
-    __slots__ = ("entry", "chains", "timeout")
+    __slots__ = ("entry", "chains", "timeout", "mail_entry", "mail_chains")
 
-    def __init__(self, sets: Sequence[PatternSet], timeout: float | None) -> None:
+    def __init__(self, sets: Sequence[PatternSet], timeout: float | None, sessions: bool = False) -> None:
         candidates = []
+        logouts = []
         for pattern_set in sets:
             for pattern in pattern_set.patterns:
                 why = pattern.why or f"{pattern.name} is not a login"
                 branch = _Branch(pattern_set.name, pattern.name, pattern.result, why)
-                candidates.append(_Candidate(pattern.regex, branch))
-        heads = "|".join(f"({re.escape(c.head)})" for c in candidates)
-        compiled = re.compile(f"(?>{prefix.SOURCE})(?:{heads})")
+                if pattern.result == "logout":
+                    if sessions:
+                        logouts.append(_Candidate(pattern.regex, branch))
+                else:
+                    candidates.append(_Candidate(pattern.regex, branch))
+        self.entry, self.chains = _entry(prefix.SOURCE, candidates)
         # The prefix's groups keep their numbers (``match`` reads them by _PREFIX's).
-        assert all(compiled.groupindex[name] == number for name, number in _PREFIX.groupindex.items())
-        first = compiled.groups - len(candidates) + 1
-        chains: list[tuple[_Candidate, ...]] = [()] * first
-        chains += [tuple(candidates[n:]) for n in range(len(candidates))]
-        self.entry = compiled.match
-        self.chains = tuple(chains)
         self.timeout = timeout
+        #: The logout patterns (``--sessions`` only) behind the mail processes' prefix.
+        self.mail_entry, self.mail_chains = _entry(MAIL_PREFIX, logouts)
+
+
+_Entry = Callable[[str], "re.Match[str] | None"]
+
+
+def _entry(source: str, candidates: Sequence[_Candidate]) -> tuple[_Entry, tuple[tuple[_Candidate, ...], ...]]:
+    """One ``re`` for ``source`` (an atomic group) then every candidate's head as its own
+    group, and the chain of candidates each head group starts (see ``_Table``)."""
+    if not candidates:
+        return _never, ()
+    heads = "|".join(f"({re.escape(c.head)})" for c in candidates)
+    compiled = re.compile(f"(?>{source})(?:{heads})")
+    first = compiled.groups - len(candidates) + 1
+    chains: list[tuple[_Candidate, ...]] = [()] * first
+    chains += [tuple(candidates[n:]) for n in range(len(candidates))]
+    return compiled.match, tuple(chains)
+
+
+def _never(line: str) -> re.Match[str] | None:
+    return None
 
 
 class Matcher:
@@ -181,6 +228,8 @@ class Matcher:
             start-up lines then do not change the sets.
         by_version: False when the admin chose the sets by name (``--pattern-set``): all
             of ``sets`` claim, whatever the version.
+        sessions: also read the logout patterns (``--sessions``), and the master's stop
+            line; without it a mail process's line is ``nomatch``, as before sessions.
 
     Attributes:
         timeouts: how many times an admin set ran out of time (the line went on to the
@@ -190,7 +239,7 @@ class Matcher:
 
     def __init__(self, sets: Iterable[PatternSet], services: Iterable[str] = DEFAULT_SERVICES,
                  timeout: float = DEFAULT_TIMEOUT, version: str | None = None,
-                 by_version: bool = True) -> None:
+                 by_version: bool = True, sessions: bool = False) -> None:
         sets = list(sets)
         if not sets:
             raise ValueError("no pattern sets to match with")
@@ -202,6 +251,7 @@ class Matcher:
         self.by_version = by_version
         self.pinned = version
         self.version = version
+        self.sessions = sessions
         self._timeout = timeout
         self._cache: dict[tuple[str, ...], tuple[tuple[_Table, ...], tuple[PatternSet, ...]]] = {}
         self._tables, self.sets = self._choose(version)
@@ -215,11 +265,27 @@ class Matcher:
         cached = self._cache.get(names)
         if cached is None:
             trusted = [s for s in chosen if s.trusted]
-            tables = [_Table([s], self._timeout) for s in chosen if not s.trusted]
+            tables = [_Table([s], self._timeout, self.sessions) for s in chosen if not s.trusted]
             if trusted:
-                tables.append(_Table(trusted, None))
+                tables.append(_Table(trusted, None, self.sessions))
             cached = self._cache[names] = (tuple(tables), chosen)
         return cached
+
+    def read_sessions(self, on: bool) -> None:
+        """Read the logout patterns and the master's stop line from now on (``--sessions``),
+        or not; the daemon calls it on the matcher ``startup`` built."""
+        if on != self.sessions:
+            self.sessions = on
+            self._cache.clear()
+            self._tables, self.sets = self._choose(self.version)
+
+    def unfollowable(self) -> list[str]:
+        """The sets that cannot follow a session to its end: they have no logout pattern
+        that takes a session id (Dovecot 0.99 to 2.2, whose default ``mail_log_prefix`` has
+        none). A login they claim is kept until ``--expire`` after it, as without
+        ``--sessions``."""
+        return [s.name for s in self.all_sets
+                if not any(p.result == "logout" and "(?P<session>" in p.regex for p in s.patterns)]
 
     def describe(self) -> str:
         """One line for the daemon's log: which sets claim lines now, and why those."""
@@ -238,6 +304,8 @@ class Matcher:
         version = versions.startup(line)
         if version is None:
             return NOMATCH
+        stamp_match = _STAMP.match(line)
+        stamp = stamp_match[1] if stamp_match else None
         if self.pinned is not None:
             why = f"Dovecot v{version} started; the sets stay those for --dovecot-version {self.pinned}"
         elif not self.by_version:
@@ -246,7 +314,7 @@ class Matcher:
             self.follow(version)
             named = ", ".join(s.name for s in self.sets) or "none"
             why = f"Dovecot v{version} started; the sets that claim lines now: {named}"
-        return Verdict("ignored", None, None, None, None, STARTUP, None, why)
+        return Verdict("ignored", None, None, None, None, STARTUP, stamp, why)
 
     def follow(self, version: str) -> None:
         """Let the sets for Dovecot ``version`` claim lines from now on (a start-up line said
@@ -259,10 +327,16 @@ class Matcher:
     def match(self, line: str) -> Verdict:
         """Return the verdict for one line (without its newline)."""
         if "-login" not in line:
+            if self.sessions:
+                if LOGOUT_NEEDLE in line:
+                    return self._logout(line)
+                if "Killed with signal" in line:
+                    return self._shutdown(line)
             return self._startup(line) if _STARTUP_NEEDLE in line else NOMATCH
         claim = self._claim(line)
         if claim is None:
-            return NOMATCH
+            # A mail process's line whose user name holds "-login" is still its line.
+            return self._logout(line) if self.sessions and LOGOUT_NEEDLE in line else NOMATCH
         p, m, candidate = claim
         branch = candidate.branch
         ts1, ts2, ts3, s1, s2, s3, s4 = p.group(*_PREFIX_FIELDS)
@@ -281,7 +355,41 @@ class Matcher:
         ip = self._normalise[m.group(candidate.ip)] if m is not None and candidate.ip else None
         if ip is None:
             return NOMATCH
-        return Verdict("login", ip, user or "", service, branch.pattern_set, branch.pattern, stamp)
+        session = m.group(candidate.session) if candidate.session else None
+        return Verdict("login", ip, user or "", service, branch.pattern_set, branch.pattern, stamp, None, session)
+
+    def _logout(self, line: str) -> Verdict:
+        """A line that may be a mail process's ``Disconnected:`` (``--sessions`` only)."""
+        for table in self._tables:
+            p = table.mail_entry(line)
+            if p is None:
+                continue
+            group = p.lastindex
+            if group is None:
+                continue
+            try:
+                decided = _decide(table.mail_chains[group], line, p.start(group), table.timeout)
+            except TimeoutError:
+                self.timeouts += 1
+                continue
+            if decided is None:
+                continue
+            m, candidate = decided
+            branch = candidate.branch
+            user = m.group(candidate.user) if m is not None and candidate.user else None
+            session = m.group(candidate.session) if m is not None and candidate.session else None
+            service = line[p.start(group):line.index("(", p.start(group))]
+            return Verdict("logout", None, user, service, branch.pattern_set, branch.pattern, p["mts"],
+                           branch.why, session)
+        return NOMATCH
+
+    def _shutdown(self, line: str) -> Verdict:
+        """A line that may be Dovecot's master being stopped (``--sessions`` only)."""
+        m = _SHUTDOWN.fullmatch(line)
+        if m is None:
+            return NOMATCH
+        return Verdict("ignored", None, None, None, None, SHUTDOWN, m["ts"],
+                       "Dovecot's master was stopped: every session it served has ended")
 
     def classify(self, line: str) -> tuple[str, str | None, str | None]:
         """Return ``(result, pattern_set, pattern)`` for one line: ``match`` without the
@@ -294,8 +402,8 @@ class Matcher:
         ``classify`` and ``match`` equal on every sample, the corpus and generated logs.
         """
         if "-login" not in line:
-            if _STARTUP_NEEDLE in line:
-                verdict = self._startup(line)
+            if _STARTUP_NEEDLE in line or self.sessions:
+                verdict = self.match(line)
                 return verdict.result, verdict.pattern_set, verdict.pattern
             return _UNCLAIMED
         for table in self._tables:
@@ -326,6 +434,9 @@ class Matcher:
                 if m is None or not candidate.ip or self._normalise[m.group(candidate.ip)] is None:
                     return _UNCLAIMED
             return candidate.counted
+        if self.sessions and LOGOUT_NEEDLE in line:
+            verdict = self._logout(line)
+            return verdict.result, verdict.pattern_set, verdict.pattern
         return _UNCLAIMED
 
     def _claim(self, line: str) -> tuple[re.Match[str], Any, _Candidate] | None:

@@ -20,6 +20,9 @@ class LoginEvent:
         when: the login time from the line's own timestamp, seconds since the epoch.
         pattern_set: the name of the pattern set that recognised the line.
         pattern: the name of the pattern within that set.
+        session: Dovecot's id for the session the login began (``session=<...>`` of the
+            login line's server-written tail), or ``""``; with ``--sessions`` the ledger
+            keeps the client while it is open.
     """
 
     ip: str
@@ -28,6 +31,7 @@ class LoginEvent:
     when: float
     pattern_set: str = ""
     pattern: str = ""
+    session: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +69,10 @@ class Change:
     Attributes:
         kind: ``PUT`` or ``DROP``.
         grant: for ``PUT`` the grant as it now stands; for ``DROP`` the grant withdrawn.
-        reason: why: ``login`` (new), ``renew``, ``expired``, ``cap`` or ``restored``.
+        reason: why: ``login`` (new), ``renew``, ``expired``, ``cap`` or ``restored``; with
+            ``--sessions`` also ``connected`` (a connected client's grant renewed),
+            ``logout`` (its last session ended), ``session-max``, ``dovecot-startup`` or
+            ``dovecot-shutdown`` (its sessions ended with that line), ``no-sessions``.
         warning: one line the caller should log, or ``""`` (set when the cap withdrew a grant
             early, because that is policy being overridden, not applied).
     """

@@ -43,7 +43,10 @@ Lint (why each rule exists):
   lazy ``.*?`` before the address takes the *first* ``rip=`` of the line, which is the one
   an attacker writes into a user name (the historic wiki regex for 1.0 RC2 went further
   and captured ``lip=``, the server's own address);
-- named groups other than ``ip`` and ``user`` are refused: the matcher owns the others.
+- named groups other than those ``GROUPS`` gives each result are refused: ``ip`` only in
+  a login pattern, ``session`` only in a login or logout pattern (at most once), ``user``
+  in any; a logout pattern takes no lazy quantifier either (the session id must be the
+  one of the line's own prefix, not one a user name carries).
 """
 
 from __future__ import annotations
@@ -61,8 +64,18 @@ import regex
 
 from logwatch import versions
 
-RESULTS = ("login", "ignored")
-SAMPLE_RESULTS = ("login", "ignored", "nomatch")
+RESULTS = ("login", "ignored", "logout")
+SAMPLE_RESULTS = ("login", "ignored", "logout", "nomatch")
+#: The named groups each result may have (``ip``: exactly one in a login pattern; the
+#: others at most one). Why a table: a group the matcher reads is a field it trusts, so
+#: which pattern may supply which field is part of the argument in README's "Hostile user
+#: names" (a session id from a login pattern opens a session; one from a logout pattern
+#: closes it; an ignored line supplies neither).
+GROUPS = {
+    "login": ("ip", "user", "session"),
+    "logout": ("session", "user"),
+    "ignored": ("user",),
+}
 
 #: Fragments every set may use. ``ADDR`` admits only the characters of an address; the
 #: matcher then requires that ``ipaddress`` accepts the whole field.
@@ -88,8 +101,11 @@ class Pattern:
 
     Attributes:
         name: unique within the set; reported with every hit.
-        result: ``login`` (authorises, subject to policy) or ``ignored`` (recognised as a
-            Dovecot line that must never authorise: a failure, an abort, a proxy line).
+        result: ``login`` (authorises, subject to policy), ``ignored`` (recognised as a
+            Dovecot line that must never authorise: a failure, an abort, a proxy line) or
+            ``logout`` (a mail process's ``Disconnected:`` line: ends the session its
+            ``(?P<session>...)`` names, with ``--sessions``; without the group, it says this
+            Dovecot's ``mail_log_prefix`` does not carry the session).
         regex: the expanded source, matched against the message after the prefix.
         why: optional prose for the report.
     """
@@ -115,6 +131,8 @@ class Sample:
     service: str | None = None
     pattern: str | None = None
     why: str = ""
+    #: For a login or logout sample: the session id it must give ("" for none); None: not checked.
+    session: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +288,18 @@ def _pattern(name: str, value: Any, fragments: dict[str, str], fail: Any) -> Pat
     except regex.error as exc:
         raise fail(f"{where}.regex", f"does not compile: {exc}") from None
     groups = _GROUP_NAME.findall(expanded)
+    allowed = GROUPS[result]
     for group in groups:
-        if group not in ("ip", "user"):
-            raise fail(f"{where}.regex", f"group (?P<{group}>...) is not allowed; only ip and user are")
-    if result != "login" and "ip" in groups:
-        raise fail(f"{where}.regex", "only a login pattern may have an (?P<ip>...) group")
+        if group not in allowed:
+            if group == "ip":
+                raise fail(f"{where}.regex", "only a login pattern may have an (?P<ip>...) group")
+            raise fail(f"{where}.regex", f"group (?P<{group}>...) is not allowed in a {result} pattern; "
+                       f"only {', '.join(allowed)}")
+        if group != "ip" and groups.count(group) > 1:
+            raise fail(f"{where}.regex", f"group (?P<{group}>...) appears more than once")
+    if result == "logout" and _LAZY.search(expanded):
+        raise fail(f"{where}.regex", "a logout pattern must not use a lazy quantifier (the session id it "
+                   "takes must be the one of the line's own prefix)")
     if result == "login":
         if groups.count("ip") != 1:
             raise fail(f"{where}.regex", "a login pattern needs exactly one (?P<ip>...) group")
@@ -292,7 +317,7 @@ def _sample(index: int, value: Any, names: set[str], origin: str, fail: Any) -> 
     where = f"sample[{index}]"
     if not isinstance(value, dict):
         raise fail(where, "expected a table with line and result")
-    allowed = {"line", "result", "ip", "user", "service", "pattern", "why"}
+    allowed = {"line", "result", "ip", "user", "service", "pattern", "session", "why"}
     for key in value:
         if key not in allowed:
             raise fail(f"{where}.{key}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
@@ -302,16 +327,17 @@ def _sample(index: int, value: Any, names: set[str], origin: str, fail: Any) -> 
     result = value.get("result")
     if result not in SAMPLE_RESULTS:
         raise fail(f"{where}.result", f"expected {', '.join(SAMPLE_RESULTS)}")
-    for key in ("ip", "user", "service", "pattern", "why"):
+    for key in ("ip", "user", "service", "pattern", "session", "why"):
         if key in value and not isinstance(value[key], str):
             raise fail(f"{where}.{key}", "expected a string")
     if result == "login":
         for key in ("ip", "service", "pattern"):
             if key not in value:
                 raise fail(f"{where}.{key}", f"a login sample must say the {key} it gives")
-    elif result == "ignored":
+    elif result in ("ignored", "logout"):
         if "pattern" not in value:
-            raise fail(f"{where}.pattern", "an ignored sample must say which pattern ignores it")
+            raise fail(f"{where}.pattern", f"a{'n' if result == 'ignored' else ''} {result} sample must say "
+                       "which pattern claims it")
     elif "pattern" in value:
         raise fail(f"{where}.pattern", "a nomatch sample has no pattern")
     if result != "login" and not value.get("why"):
@@ -319,8 +345,10 @@ def _sample(index: int, value: Any, names: set[str], origin: str, fail: Any) -> 
     pattern = value.get("pattern")
     if pattern is not None and pattern not in names:
         raise fail(f"{where}.pattern", f"{pattern!r} is not a pattern of this set")
+    if "session" in value and result not in ("login", "logout"):
+        raise fail(f"{where}.session", "only a login or logout sample gives a session")
     return Sample(line, result, f"{origin}: {where}", value.get("ip"), value.get("user"),
-                  value.get("service"), pattern, value.get("why", ""))
+                  value.get("service"), pattern, value.get("why", ""), value.get("session"))
 
 
 def load(path: str | os.PathLike[str], trusted: bool = False) -> PatternSet:

@@ -21,12 +21,15 @@ from logwatch.patternset import PatternSet
 
 def check(pattern_set: PatternSet) -> list[str]:
     """Return one message per sample of ``pattern_set`` that does not get its verdict."""
-    matcher = Matcher([pattern_set], timeout=1.0, by_version=False)  # the set alone, as if named
+    # the set alone, as if named, and reading its logout lines (--sessions)
+    matcher = Matcher([pattern_set], timeout=1.0, by_version=False, sessions=True)
     singles = {p.name: regex.compile(prefix.SOURCE + "(?:" + p.regex + ")") for p in pattern_set.patterns}
     failures = []
     for sample in pattern_set.samples:
         verdict = matcher.match(sample.line)
         wrong = _differences(sample.result, sample.ip, sample.user, sample.service, sample.pattern, verdict)
+        if sample.session is not None and (verdict.session or "") != sample.session:
+            wrong = ", ".join(filter(None, (wrong, "session")))
         if wrong:
             failures.append(f"{sample.where}: expected {sample.result}, got {_describe(verdict)} ({wrong}): {sample.line}")
             continue
@@ -41,11 +44,12 @@ def _differences(result: str, ip: str | None, user: str | None, service: str | N
     wrong = []
     if verdict.result != result:
         wrong.append("result")
+    if result in ("login", "logout"):
+        if user is not None and verdict.user != user:
+            wrong.append("user")
     if result == "login":
         if verdict.ip != ip:
             wrong.append("ip")
-        if user is not None and verdict.user != user:
-            wrong.append("user")
         if verdict.service != service:
             wrong.append("service")
     if result != "nomatch" and verdict.pattern != pattern:
@@ -55,7 +59,7 @@ def _differences(result: str, ip: str | None, user: str | None, service: str | N
 
 def _describe(verdict: Verdict) -> str:
     parts = [verdict.result]
-    for key in ("ip", "user", "service", "pattern"):
+    for key in ("ip", "user", "service", "pattern", "session"):
         value = getattr(verdict, key)
         if value is not None:
             parts.append(f"{key}={value!r}")

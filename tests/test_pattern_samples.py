@@ -42,20 +42,20 @@ def _claims(matcher: Matcher, pattern_set: patternset.PatternSet) -> None:
 def test_every_set_keeps_its_verdicts_when_its_version_runs(pattern_set: patternset.PatternSet) -> None:
     """With every set loaded and Dovecot's version known, that version's set decides."""
     assert pattern_set.since is not None
-    _claims(Matcher(SETS, version=pattern_set.since), pattern_set)
+    _claims(Matcher(SETS, version=pattern_set.since, sessions=True), pattern_set)
 
 
 def test_all_sets_named_together_keep_every_positive_and_failure() -> None:
     """Chosen by name (``--pattern-set`` for each), no set's login or failure changes its
     verdict: the sets' tails cannot be read as each other's (brackets, mpid=, session=)."""
-    matcher = Matcher(SETS, by_version=False)
+    matcher = Matcher(SETS, by_version=False, sessions=True)
     for pattern_set in SETS:
         _claims(matcher, pattern_set)
 
 
 def test_unknown_version_claims_only_with_a_success_only_field() -> None:
     """Until the version is known, 0.99 and 1.x logins authorise nothing (issue 10)."""
-    matcher = Matcher(SETS)
+    matcher = Matcher(SETS, sessions=True)
     assert {s.name for s in matcher.sets} == {"dovecot-2.4", "dovecot-2.0-2.3"}
     for pattern_set in SETS:
         for sample in pattern_set.samples:
@@ -70,7 +70,7 @@ def test_unknown_version_claims_only_with_a_success_only_field() -> None:
 @pytest.mark.parametrize("by_version", [True, False])
 def test_forged_address_never_authorised_by_any_set(by_version: bool) -> None:
     for version in [None] + [s.since for s in SETS]:
-        matcher = Matcher(SETS, version=version, by_version=by_version)
+        matcher = Matcher(SETS, version=version, by_version=by_version, sessions=True)
         for pattern_set in SETS:
             for sample in pattern_set.samples:
                 assert matcher.match(sample.line).ip != "198.51.100.66", sample.where
