@@ -214,7 +214,11 @@ def test_sigkill_mid_stream_every_login_acted_on_exactly_once(run: Callable[...,
     assert r.stop() == 0
     log = r.errors()
     for ip in ips:
-        assert log.count(f"authorised {ip} ") == 1, ip
+        # Once. A kill inside the commit (its fsync, with synchronous=FULL) leaves the grant
+        # durable but not yet logged or published: the restart then restores and publishes
+        # it (logged "restored"), and the line read again is a renewal, never a second grant.
+        assert log.count(f"authorised {ip} ") == 1 or (
+            log.count(f"authorised {ip} ") == 0 and f"restored {ip} " in log), ip
 
 
 def test_standard_input_as_the_journald_pipe(tmp_path: Path) -> None:
