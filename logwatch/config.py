@@ -22,7 +22,7 @@ from logwatch import versions
 from logwatch.addresses import DEFAULT_NEVER, NeverList
 from logwatch.brake import DEFAULT_MAX_ADDRESSES
 from logwatch.durations import format_duration, parse_duration
-from logwatch.ledger import DEFAULT_EXPIRE, DEFAULT_MAX_ENTRIES
+from logwatch.ledger import DEFAULT_EXPIRE, DEFAULT_MAX_ENTRIES, DEFAULT_SESSION_MAX
 from logwatch.matcher import DEFAULT_SERVICES
 from logwatch.postfix import MYNETWORKS
 from logwatch.sinks import sqlurl
@@ -75,6 +75,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("expire", "duration", DEFAULT_EXPIRE, "how long a client may relay after its last login", "DURATION"),
     Option("never", "str", ",".join(DEFAULT_NEVER),
            f"addresses never authorised: CIDRs, '{MYNETWORKS}', or 'none'", "NET[,NET...]"),
+    Option("sessions", "bool", False, "keep a client authorised while its IMAP/POP3 session is open, and "
+           "--expire after it ends (Dovecot 2.3 and later)"),
+    Option("session-max", "duration", DEFAULT_SESSION_MAX, "with --sessions: the longest one session keeps its "
+           "client, whatever the log says", "DURATION"),
     Option("max-entries", "int", DEFAULT_MAX_ENTRIES, "most clients authorised at once; the oldest go first", "N"),
     Option("max-addresses-per-user", "count", DEFAULT_MAX_ADDRESSES, "most addresses one user may have authorised "
            "at once (a brake on stolen passwords); 0: no limit", "N"),
@@ -130,6 +134,8 @@ class Settings:
     log_level: str
     metrics: str | None
     config: str | None = None
+    sessions: bool = False
+    session_max: int = DEFAULT_SESSION_MAX
 
     def describe(self) -> list[tuple[str, str]]:
         """``(key, value)`` pairs as a settings file would spell them, for ``check-config``."""

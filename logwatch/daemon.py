@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from logwatch import logsetup, metrics, notify, startup
+from logwatch import logsetup, metrics, notify, startup, timestamps
 from logwatch.admin import Administrator
 from logwatch.brake import Brake
 from logwatch.config import BY_NAME, Settings
@@ -36,8 +36,9 @@ from logwatch.control import ControlError, ControlServer
 from logwatch.display import printable
 from logwatch.durability import Durability
 from logwatch.durations import format_duration
+from logwatch.ledger import Ledger
 from logwatch.logins import login_event
-from logwatch.matcher import STARTUP
+from logwatch.matcher import SHUTDOWN, STARTUP, Matcher, Verdict
 from logwatch.model import DROP, Change, LoginEvent
 from logwatch.reporter import Reporter
 from logwatch.sinks import Sink
@@ -97,6 +98,10 @@ class Daemon:
         self._report = Reporter(log)
         self.matcher = startup.matcher(settings)
         self.ledger = startup.ledger(settings)
+        _follow_sessions(self.matcher, self.ledger, settings)
+        #: With --sessions: Dovecot's log showed a logout without a session id (its
+        #: mail_log_prefix lacks %{session}); said once.
+        self._sessionless = False
         self.outlets: list[Outlet] = []
         self.source: LineSource | None = None
         self.gate: Gate | None = None
@@ -156,6 +161,12 @@ class Daemon:
                  format_duration(self.ledger.expire_after), self.ledger.never)
         if self.gate is not None:
             log.info("DNSBL gate: %s (a timeout fails %s)", ", ".join(s.dnsbl), s.dnsbl_fail)
+        if self.ledger.following:
+            blind = self.matcher.unfollowable()
+            log.info("sessions: a client stays while its session is open, each at most %s%s",
+                     format_duration(s.session_max),
+                     f"; these sets cannot follow sessions (their logins expire {format_duration(s.expire)} "
+                     f"after the last one): {', '.join(blind)}" if blind else "")
         if self.durability.directory is None:
             log.warning("no --state: a restart forgets every grant and where the logs were read up to")
         self.source = self._open_logs(now)
@@ -275,9 +286,15 @@ class Daemon:
         if verdict.result == "nomatch":
             return ()
         self.viewers.hit(verdict.pattern_set or "", verdict.pattern or "")
+        if verdict.result == "logout":
+            return self._logout(verdict, now)
         if verdict.result == "ignored":
             if verdict.pattern == STARTUP:  # the pattern sets follow Dovecot's version
                 (log.warning if self.matcher.pinned else log.info)("%s", verdict.why)
+            if verdict.pattern in (STARTUP, SHUTDOWN) and self.ledger.session_count():
+                gone = self.ledger.end_all(_line_time(verdict, now), now, verdict.pattern or "")
+                log.info("Dovecot %s: every open session ended", "started" if verdict.pattern == STARTUP else "stopped")
+                return gone
             log.debug("ignored: %s/%s %s", verdict.pattern_set, verdict.pattern, verdict.why)
             self.viewers.event("ignored", now, "", verdict.user or "", verdict.service or "",
                                f"{verdict.pattern_set}/{verdict.pattern}: {verdict.why}")
@@ -290,6 +307,18 @@ class Daemon:
                 return ()
             return self._decide(event, decision, now)
         return self._grant(event, now)
+
+    def _logout(self, verdict: Verdict, now: float) -> tuple[Change, ...]:
+        """A mail process's logout (``--sessions``): end its session, if it is open."""
+        if verdict.session:
+            return self.ledger.end(verdict.session, _line_time(verdict, now), now)
+        if not self._sessionless:
+            self._sessionless = True
+            log.warning("sessions cannot be followed: Dovecot logs its mail processes without the session "
+                        "(%s/%s); every session is ended and logins expire %s after the last one; set "
+                        "mail_log_prefix = \"%%s(%%u)<%%{pid}><%%{session}>: \" (2.3's default)",
+                        verdict.pattern_set, verdict.pattern, format_duration(self.ledger.expire_after))
+        return self.ledger.end_all(_line_time(verdict, now), now, "no-sessions")
 
     def _untrusted(self, line: str, who: str, now: float) -> None:
         """Report a journal entry that reads as a login but is not Dovecot's; never grant from it."""
@@ -343,7 +372,7 @@ class Daemon:
             if change.kind == DROP:
                 verb = "withdrawn"
                 log.info("withdrawn %s (%s, user=<%s>): %s", g.ip, g.service, printable(g.user), change.reason)
-            elif change.reason == "renew":  # counted, at debug level: an ISP has thousands a second
+            elif change.reason in ("renew", "connected"):  # counted, at debug level: an ISP has thousands a second
                 self.viewers.renewal(now)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("refreshed %s (%s, user=<%s>) until %s", g.ip, g.service, printable(g.user),
@@ -352,6 +381,8 @@ class Daemon:
             else:
                 verb = "authorised"
                 said = "restored" if change.reason == "restored" else verb
+                if change.reason in _SESSION_ENDS:
+                    said = f"sessions ended ({change.reason}), authorised"
                 log.info("%s %s (%s, user=<%s>) until %s", said, g.ip, g.service, printable(g.user),
                          datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
             self.viewers.event(verb, now, g.ip, g.user, g.service, change.reason)
@@ -413,11 +444,14 @@ class Daemon:
         try:
             new = self._reload_settings() if self._reload_settings else self.settings
             matcher = startup.matcher(new)
+            matcher.read_sessions(self.matcher.sessions)  # --sessions changes with a restart only
             ledger_changed = (new.expire, new.never, new.max_entries) != (
                 self.settings.expire, self.settings.never, self.settings.max_entries)
             if ledger_changed:
                 fresh = startup.ledger(new)
+                fresh.session_max = self.ledger.session_max
                 fresh.restore(self.ledger.grants(), self._clock())
+                fresh.restore_sessions(self.ledger.sessions(), self._clock())
         except Exception as exc:  # a bad edit must never stop a running daemon
             log.error("reload refused, still running on the old settings: %s", exc)
             return
@@ -466,4 +500,23 @@ class Daemon:
 #: Settings a SIGHUP cannot change: they are files opened at start.
 _RESTART_ONLY = tuple(BY_NAME[name] for name in (
     "log", "journal", "journal-match", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config",
-    "sql", "sql-table", "sql-password-file"))
+    "sql", "sql-table", "sql-password-file", "sessions", "session-max"))
+
+
+#: Reasons of a PUT when a client's last session ended (``ledger``).
+_SESSION_ENDS = frozenset(("logout", "session-max", STARTUP, SHUTDOWN, "no-sessions"))
+
+
+def _follow_sessions(matcher: Matcher, ledger: Ledger, s: Settings) -> None:
+    """``--sessions``: the matcher reads logouts, the ledger keeps sessions (each at most
+    ``--session-max``); without it neither does anything new."""
+    matcher.read_sessions(s.sessions)
+    ledger.session_max = float(s.session_max) if s.sessions else None
+
+
+def _line_time(verdict: Verdict, now: float) -> float:
+    """When the line of ``verdict`` was written (its stamp), at most ``now``; ``now`` without one."""
+    if not verdict.stamp:
+        return now
+    moment = timestamps.parse(verdict.stamp, datetime.fromtimestamp(now).astimezone())
+    return now if moment is None else min(moment.timestamp(), now)

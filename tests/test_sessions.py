@@ -7,6 +7,8 @@ a connected client's grant is renewed every ``expire / 2`` (a relay-ctrl file st
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from logwatch.addresses import NeverList
@@ -200,3 +202,132 @@ def test_the_cap_still_applies() -> None:
 def test_session_max_must_be_positive(bad: float) -> None:
     with pytest.raises(ValueError, match="--session-max"):
         Ledger(10, session_max=bad)
+
+
+# --------------------------------------------------------------------- the daemon's loop
+
+from pathlib import Path  # noqa: E402
+
+from logwatch.matcher import Matcher  # noqa: E402
+from logwatch.patternset import builtin  # noqa: E402
+from logwatch.sinks.memory import MemorySink  # noqa: E402
+from tests.looplab import T0, Lab  # noqa: E402
+
+
+def stamp_of(at: float) -> str:
+    return time.strftime("%b %e %H:%M:%S", time.localtime(at))
+
+SID = "kcwIVMRgFZp/AAAD"
+
+
+def imap_login(ip: str, at: float, session: str = SID, user: str = "bob") -> str:
+    return (f"{stamp_of(at)} mx dovecot: imap-login: Login: user=<{user}>, method=PLAIN, rip={ip}, "
+            f"lip=192.0.2.1, mpid=4101, TLS, session=<{session}>")
+
+
+def imap_logout(at: float, session: str = SID, user: str = "bob", process: str = "imap") -> str:
+    return f"{stamp_of(at)} mx dovecot: {process}({user})<4101><{session}>: Disconnected: Logged out in=32 out=788"
+
+
+def sessions_lab(tmp_path: Path, sink: MemorySink, *extra: tuple[str, object]) -> Lab:
+    lab = Lab(tmp_path, [sink], ("sessions", True), ("expire", "10s"), ("session-max", "100s"), *extra)
+    lab.daemon.start()
+    return lab
+
+
+def test_loop_keeps_a_connected_client_then_lets_it_go(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    for t in range(1, 40):
+        lab.at(T0 + t).step()
+        assert "192.0.2.7" in sink.published, t
+    assert sink.published["192.0.2.7"].last >= T0 + 35  # renewed: a relay-ctrl file stays fresh
+    lab.at(T0 + 40).step(imap_logout(T0 + 40))
+    lab.at(T0 + 49.5).step()
+    assert "192.0.2.7" in sink.published
+    lab.at(T0 + 50).step()
+    assert sink.published == {}
+
+
+def test_loop_a_hibernated_session_ends_on_imap_hibernate_line(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    lab.at(T0 + 30).step(imap_logout(T0 + 30, process="imap-hibernate"))
+    lab.at(T0 + 40).step()
+    assert sink.published == {}
+
+
+def test_loop_a_hostile_name_never_ends_anothers_session(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    lab.step(imap_login("198.51.100.9", T0, session="OwnSessionIdAAAA", user=f"x)<4101><{SID}>: Disconnected: y"))
+    forged = imap_logout(T0 + 1, session="OwnSessionIdAAAA", user=f"x)<4101><{SID}>: Disconnected: y")
+    lab.at(T0 + 1).step(forged)
+    assert lab.daemon.ledger.open_sessions("192.0.2.7") == 1
+    lab.at(T0 + 30).step()
+    assert "192.0.2.7" in sink.published
+
+
+def test_loop_dovecot_restart_ends_every_session(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    lab.at(T0 + 20).step(f"{stamp_of(T0 + 20)} mx dovecot: master: Warning: Killed with signal 15 "
+                         "(by pid=1 uid=0 code=kill)")
+    assert lab.daemon.ledger.session_count() == 0
+    lab.at(T0 + 30).step()
+    assert sink.published == {}
+
+
+def test_loop_dovecot_startup_ends_every_session(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    lab.at(T0 + 20).step(f"{stamp_of(T0 + 20)} mx dovecot: master: Dovecot v2.3.19.1 (9f57dc1bb0) starting up "
+                         "for imap, pop3")
+    assert lab.daemon.ledger.session_count() == 0
+    lab.at(T0 + 30).step()
+    assert sink.published == {}
+
+
+def test_loop_a_log_without_session_prefixes_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    lab.at(T0 + 2).step(f"{stamp_of(T0 + 2)} mx dovecot: imap(carol): Disconnected: Logged out in=1 out=2")
+    assert "sessions cannot be followed" in caplog.text
+    lab.at(T0 + 12).step()
+    assert sink.published == {}
+
+
+def test_loop_session_max_bounds_a_lost_logout(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = sessions_lab(tmp_path, sink)
+    lab.step(imap_login("192.0.2.7", T0))
+    for t in range(1, 111):
+        lab.at(T0 + t).step()
+    assert sink.published == {}
+
+
+def test_loop_without_sessions_nothing_changes(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    lab = Lab(tmp_path, [sink], ("expire", "10s"))
+    lab.daemon.start()
+    lab.step(imap_login("192.0.2.7", T0))
+    assert not lab.daemon.matcher.sessions and not lab.daemon.ledger.following
+    lab.at(T0 + 10).step()
+    assert sink.published == {}
+
+
+def test_matcher_reads_logouts_only_with_sessions() -> None:
+    line = imap_logout(T0)
+    assert Matcher(builtin()).match(line).result == "nomatch"
+    on = Matcher(builtin(), sessions=True)
+    verdict = on.match(line)
+    assert (verdict.result, verdict.session, verdict.user) == ("logout", SID, "bob")
+    assert on.classify(line) == ("logout", verdict.pattern_set, "logout")
+    assert on.match(imap_login("192.0.2.7", T0)).session == SID
+    assert Matcher(builtin()).match(imap_login("192.0.2.7", T0)).session == SID
