@@ -330,7 +330,8 @@ class Matcher:
             if self.sessions:
                 if LOGOUT_NEEDLE in line:
                     return self._logout(line)
-                if "Killed with signal" in line:
+                # The stop line ends with "code=kill)": one character spares most lines a scan.
+                if line[-1:] == ")" and "Killed with signal" in line:
                     return self._shutdown(line)
             return self._startup(line) if _STARTUP_NEEDLE in line else NOMATCH
         claim = self._claim(line)
@@ -402,7 +403,7 @@ class Matcher:
         ``classify`` and ``match`` equal on every sample, the corpus and generated logs.
         """
         if "-login" not in line:
-            if _STARTUP_NEEDLE in line or self.sessions:
+            if _STARTUP_NEEDLE in line or (self.sessions and (LOGOUT_NEEDLE in line or line[-1:] == ")")):
                 verdict = self.match(line)
                 return verdict.result, verdict.pattern_set, verdict.pattern
             return _UNCLAIMED
