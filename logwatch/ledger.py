@@ -44,7 +44,7 @@ import heapq
 import sys
 from collections.abc import Iterable, Iterator
 
-from logwatch.addresses import NeverList, normalise
+from logwatch.addresses import NeverList, ipv4_int, normalise
 from logwatch.model import DROP, PUT, Change, Grant, LoginEvent
 
 #: ``--max-entries`` when not given. A provider with a million mailboxes polling every five
@@ -329,22 +329,26 @@ class Ledger:
             last = min(saved.last, now)
             if last + self.expire_after <= now:
                 continue
-            ip = normalise(saved.ip)
-            if ip is None or ip in self.never:
-                continue
+            number = ipv4_int(saved.ip)  # the quick path for the usual canonical IPv4 address
+            if number is not None:
+                ip: str | None = saved.ip
+                if self.never.has_v4(number):
+                    continue
+            else:
+                ip = normalise(saved.ip)
+                if ip is None or ip in self.never:
+                    continue
             old = self._grants.get(ip)
             if old is not None:
                 if old.last >= last:
                     continue
                 del self._grants[ip]
-            else:
+            elif len(self._grants) >= self.max_entries:
                 changes.extend(self._make_room(1))
             first = min(saved.first, last)
             count = max(1, int(saved.count))
-            grant = Grant(
-                ip, sys.intern(saved.user), sys.intern(saved.service),
-                first, last, count, last + self.expire_after,
-            )
+            until = last + self.expire_after
+            grant = Grant(ip, sys.intern(saved.user), sys.intern(saved.service), first, last, count, until)
             self._insert(grant)
             changes.append(Change(PUT, grant, "restored"))
         return tuple(changes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from logwatch.addresses import NeverList, NormaliseCache, normalise
@@ -59,3 +61,26 @@ def test_never_list_parsing() -> None:
 def test_never_list_errors_name_the_option(text: str) -> None:
     with pytest.raises(ValueError, match=r"^--never: '.*' is not a network; expected CIDRs"):
         NeverList.parse(text)
+
+
+@pytest.mark.parametrize("text, number", [
+    ("192.0.2.7", 0xC0000207), ("0.0.0.0", 0), ("255.255.255.255", 0xFFFFFFFF),
+    ("192.0.2.07", None), ("256.0.0.1", None), ("1.2.3", None), ("1.2.3.4.5", None), ("", None),
+    ("::ffff:192.0.2.7", None), ("2001:db8::1", None), ("1.2.3.\u0664", None), (" 1.2.3.4", None),
+])
+def test_ipv4_int_takes_only_the_canonical_dotted_quad(text: str, number: int | None) -> None:
+    from logwatch.addresses import ipv4_int
+
+    assert ipv4_int(text) == number
+
+
+def test_the_never_lists_quick_path_agrees_with_ipaddress() -> None:
+    """The integer test for IPv4 must say what ``ipaddress`` says, for every network size."""
+    import random
+
+    never = NeverList.parse("127.0.0.0/8,192.0.2.128/25,198.51.100.7,0.0.0.0/32,2001:db8::/32")
+    rng = random.Random(7)
+    for _ in range(20000):
+        ip = str(ipaddress.IPv4Address(rng.choice([0x7F000000, 0xC0000200, 0xC6336400, 0]) + rng.randrange(512)))
+        expected = any(ipaddress.ip_address(ip) in n for n in never.networks)
+        assert (ip in never) is expected, ip
