@@ -331,13 +331,14 @@ class Ledger:
                 continue
             number = ipv4_int(saved.ip)  # the quick path for the usual canonical IPv4 address
             if number is not None:
-                ip: str | None = saved.ip
+                ip = saved.ip
                 if self.never.has_v4(number):
                     continue
             else:
-                ip = normalise(saved.ip)
-                if ip is None or ip in self.never:
+                normalised = normalise(saved.ip)
+                if normalised is None or normalised in self.never:
                     continue
+                ip = normalised
             old = self._grants.get(ip)
             if old is not None:
                 if old.last >= last:
