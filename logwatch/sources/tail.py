@@ -513,7 +513,7 @@ class _Waker(FileSystemEventHandler):
         self.directories = directories
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        for p in (event.src_path, event.dest_path):
+        for p in (event.src_path, getattr(event, "dest_path", "")):  # watchdog 2.2 (Debian 12): only moves have one
             if not p:
                 continue
             p = os.fsdecode(p)
