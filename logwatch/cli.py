@@ -87,7 +87,9 @@ def _main_parser() -> _Parser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("run", "follow Dovecot's log and publish the clients allowed to relay"),
-                       ("check-config", "validate the settings and print the effective ones")):
+                       ("check-config", "validate the settings and print the effective ones"),
+                       ("withdraw-expired", "while no daemon runs: withdraw from the relay-ctrl directory and "
+                                            "Postfix maps every grant past its end (run by a timer)")):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", metavar="FILE", help="a TOML settings file; options given here override it")
         config.add_arguments(sub)
@@ -151,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return admin_face.run(args)
         if args.command in ("run", "check-config"):
             return _run(args, check_only=args.command == "check-config")
+        if args.command == "withdraw-expired":
+            return _withdraw_expired(args)
         _main_parser().print_help()
         return 2
     except BrokenPipeError:
@@ -166,6 +170,20 @@ def _settings(args: argparse.Namespace) -> Settings:
         values, text = config.read_file(args.config)
         return config.settings(values, args, args.config, text)
     return config.settings(None, args)
+
+
+def _withdraw_expired(args: argparse.Namespace) -> int:
+    import time
+
+    from logwatch import config, withdraw
+    from logwatch.sinks import SinkError
+
+    try:
+        print(withdraw.withdraw_expired(_settings(args), time.time()))
+    except (config.ConfigError, ValueError, SinkError, OSError) as exc:  # StateError is a ValueError
+        print(f"{PROG}: withdraw-expired: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run(args: argparse.Namespace, check_only: bool) -> int:

@@ -17,11 +17,12 @@ check is what still holds if someone loosens it.
 
 The lock (``LOCK``, ``flock`` on ``control.lock``) is held for as long as the daemon runs:
 a second daemon on the same ``--state`` is refused at start, and ``relaywatch
-withdraw-all`` (``stopwithdraw``) knows for sure whether one is running.
+withdraw-expired`` (``logwatch/withdraw.py``) knows for sure whether one is running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import grp
@@ -35,6 +36,7 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ READ_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 30.0
 #: Requests waiting for the loop, at most; more are refused ("busy").
 MAX_QUEUED = 64
-#: Seconds a start waits for the lock (``relaywatch withdraw-all`` holds it briefly).
+#: Seconds a start waits for the lock (``relaywatch withdraw-expired`` holds it briefly).
 LOCK_WAIT = 10.0
 #: A path ``bind``/``connect`` accept (``sun_path`` is 108 bytes, with its NUL).
 MAX_PATH = 107
@@ -310,6 +312,20 @@ def _receive(conn: socket.socket) -> dict[str, Any]:
 
 def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
     conn.sendall(json.dumps(reply, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n")
+
+
+@contextlib.contextmanager
+def holding(state: str | os.PathLike[str]) -> Iterator[bool]:
+    """Hold the daemon's lock on ``--state`` while the block runs, if no daemon holds it:
+    yields whether it was got (False: a daemon runs). A daemon that starts meanwhile waits
+    for it (``LOCK_WAIT``). Used by ``relaywatch withdraw-expired``."""
+    directory = Path(state).parent.resolve()
+    fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        got = _lock(fd, fcntl.LOCK_EX, 0.0)
+        yield got
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def running(state: str | os.PathLike[str]) -> bool:

@@ -146,7 +146,7 @@ class Daemon:
             raise
         now = self._clock()
         restored = self.durability.restore(self.ledger, now)
-        try:  # before anything is published: withdraw-all knows a daemon runs (its lock)
+        try:  # before anything is published: withdraw-expired knows a daemon runs (its lock)
             restored = self.admin.start(self.ledger, restored, now)
             self.control = ControlServer(s.state) if self._want_control and s.state else None
         except (ValueError, ControlError) as exc:

@@ -100,7 +100,7 @@ def check_state(path: str | None) -> None:
     """
     if path is None:
         return
-    directory = Path(path).resolve().parent
+    directory = Path(path).parent.resolve()
     if not directory.is_dir():
         raise StartError(f"--state {path}: its directory {directory} does not exist")
 

@@ -33,6 +33,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 
 from logwatch.model import Grant
 from logwatch.sinks import Health, SinkError, SinkOptions
@@ -104,6 +105,31 @@ class RelayCtrlSink:
     def health(self) -> Health:
         """Always ok: every failure is raised by the call that met it."""
         return Health()
+
+    def keep_only(self, ips: Iterable[str]) -> int:
+        """Remove every file of ours whose client is not among ``ips`` (normalised); return how
+        many. For ``relaywatch withdraw-expired``, while no daemon runs: a file is ours by
+        its shape (see the module docstring), so a file someone else put there stays.
+        """
+        keep: set[str] = set()
+        for ip in ips:
+            keep.update(self._names(ip))
+        removed = 0
+        for entry in os.scandir(self._dir):
+            name = entry.name
+            if name in keep or name.startswith(".") or not _ADDRESS_CHARS.issuperset(name):
+                continue
+            if self._foreign(name):
+                continue
+            try:
+                os.unlink(name, dir_fd=self._dir)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise SinkError(self.spec, f"cannot remove {name} ({error.strerror})", retryable=True) from None
+            self._ours.discard(name)
+            removed += 1
+        return removed
 
     def close(self) -> None:
         """Release the directory; the files stay, so relay keeps working across a restart."""
