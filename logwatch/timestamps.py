@@ -17,14 +17,19 @@ from datetime import datetime, timedelta, timezone, tzinfo
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 _CLASSIC = re.compile(r"([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?\Z")
 _ISO = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(Z|([+-])(\d\d):?(\d\d))?\Z"
+    r"(\d{4})-(\d\d)-(\d\d)([T _])(\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(Z|([+-])(\d\d):?(\d\d))?\Z"
 )
 
+_TAI64N = re.compile(r"@([0-9a-f]{16})([0-9a-f]{8})\Z")
+#: Seconds TAI runs ahead of UTC in a TAI64N label as multilog and svlogd write it (their
+#: fixed 10: TAI-UTC in 1972). s6-log uses the real offset since 2017, 37 s (``S6_TAI_OFFSET``).
+TAI_OFFSET = 10
+S6_TAI_OFFSET = 37
 #: A syslog stamp up to this far ahead of ``now`` is clock skew between hosts, not last year.
 FUTURE_SLACK = timedelta(days=1)
 
 
-def parse(stamp: str, now: datetime, tz: tzinfo | None = None) -> datetime | None:
+def parse(stamp: str, now: datetime, tz: tzinfo | None = None, tai_offset: float = TAI_OFFSET) -> datetime | None:
     """Return the moment ``stamp`` names, or None if it is not a timestamp relaywatch knows.
 
     Args:
@@ -33,7 +38,10 @@ def parse(stamp: str, now: datetime, tz: tzinfo | None = None) -> datetime | Non
             put it more than ``FUTURE_SLACK`` after ``now`` (so a December line read in
             January belongs to last year).
         tz: the zone of stamps without one (syslog, Dovecot's own file); None means the
-            host's local zone, which is what wrote them.
+            host's local zone, which is what wrote them. svlogd's ``-tt``/``-ttt`` stamps
+            (``_`` between date and time, or exactly five fraction digits) are UTC.
+        tai_offset: seconds a TAI64N label runs ahead of UTC (``TAI_OFFSET``, multilog's
+            and svlogd's; ``S6_TAI_OFFSET`` for s6-log).
 
     Returns:
         An aware datetime, or None for an impossible date (``Feb 30``, hour 25).
@@ -54,13 +62,22 @@ def parse(stamp: str, now: datetime, tz: tzinfo | None = None) -> datetime | Non
     m = _ISO.match(stamp)
     if m:
         zone: tzinfo | None = tz
-        if m[8] == "Z":
+        if m[9] == "Z":
             zone = timezone.utc
-        elif m[8]:
-            offset = timedelta(hours=int(m[10]), minutes=int(m[11]))
-            zone = timezone(-offset if m[9] == "-" else offset)
-        fields = (int(m[2]), int(m[3]), int(m[4]), int(m[5]), min(int(m[6]), 59), _micro(m[7]))
+        elif m[9]:
+            offset = timedelta(hours=int(m[11]), minutes=int(m[12]))
+            zone = timezone(-offset if m[10] == "-" else offset)
+        elif m[4] == "_" or (m[8] is not None and len(m[8]) == 5):
+            zone = timezone.utc  # svlogd -tt / -ttt
+        fields = (int(m[2]), int(m[3]), int(m[5]), int(m[6]), min(int(m[7]), 59), _micro(m[8]))
         return _build(int(m[1]), *fields, tz=zone)
+    m = _TAI64N.match(stamp)
+    if m:
+        seconds = int(m[1], 16) - (1 << 62) - tai_offset
+        try:
+            return datetime.fromtimestamp(seconds, timezone.utc) + timedelta(microseconds=int(m[2], 16) // 1000)
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
 
 

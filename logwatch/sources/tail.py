@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import stat
 import sys
 import threading
@@ -63,6 +64,11 @@ RECHECK = 0.5
 BACKOFF_MIN, BACKOFF_MAX = 0.25, 8.0
 #: Rotated names that are never read back: compressed by logrotate, not lines.
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".lzma")
+#: A log directory's live file (daemontools multilog, runit svlogd, s6-log) and its rotated
+#: files: ``@`` + TAI64N of the rotation + ``.s`` (complete) or ``.u`` (cut by a crash). Their
+#: names sort in rotation order.
+LOGDIR_CURRENT = "current"
+_LOGDIR_ROTATED = re.compile(r"@[0-9a-f]{24}\.[su]\Z")
 
 Backend = Literal["auto", "inotify", "polling"]
 
@@ -215,6 +221,8 @@ class _Follower:
         self.searched = False  # for a checkpointed file missing at start, among rotated names
         self.end_seen: tuple[int, int] | None = None  # (inode, size) of an unreadable first start
         self.cut_total = 0
+        #: The position of a live file that was renamed away, until the next one appears.
+        self._retired: FilePosition | None = None
         #: How to position the next live file: "end" on a first start, a checkpointed
         #: position to look for, or 0 (everything in a file that appeared later is new).
         self.want: Literal["end"] | FilePosition | int = "end"
@@ -226,7 +234,9 @@ class _Follower:
     def _resume(self, resume: LogCheckpoint, now: float) -> None:
         *rotated, current = resume.files
         for pos in rotated:
-            if not self._find_rotated(pos, now, by_inode=True):
+            # multilog's rotated file is a copy (the processor's output): its first line tells it.
+            if not (self._find_rotated(pos, now, by_inode=True)
+                    or (self.base == LOGDIR_CURRENT and self._find_rotated(pos, now, by_inode=False))):
                 self._gone(pos)
         self.want = current
 
@@ -239,8 +249,50 @@ class _Follower:
         return sorted(
             os.path.join(self.directory, n)
             for n in names
-            if n != self.base and n.startswith(self.base) and not n.endswith(_COMPRESSED)
+            if (n != self.base and n.startswith(self.base) and not n.endswith(_COMPRESSED))
+            or (self.base == LOGDIR_CURRENT and _LOGDIR_ROTATED.match(n))
         )
+
+    def _drain_after(self, old: FilePosition, now: float) -> None:
+        """In a log directory, drain the files rotated after the one that held ``old`` (found
+        by inode, or by first line: multilog's rotated file is its processor's copy)."""
+        for name in self._siblings():
+            try:
+                st = os.stat(name)
+                if st.st_ino != old.inode:
+                    if not old.fingerprint:
+                        continue
+                    with open(name, "rb") as f:
+                        if fingerprint(_first_line(f.fileno())) != old.fingerprint:
+                            continue
+            except OSError:
+                continue
+            self._drain_newer(name, now)
+            return
+
+    def _drain_newer(self, name: str, now: float) -> None:
+        """In a log directory (``DIR/current``), drain from their start the files rotated
+        after ``name``: a multilog ``s4096`` rotates many times while relaywatch is down, or
+        between two sweeps, and every one of them holds lines not read yet."""
+        if self.base != LOGDIR_CURRENT or not _LOGDIR_ROTATED.match(os.path.basename(name)):
+            return
+        taken = {f.inode for f in self.draining}
+        if self.live is not None:
+            taken.add(self.live.inode)
+        for other in self._siblings():
+            if os.path.basename(other) <= os.path.basename(name) or not _LOGDIR_ROTATED.match(os.path.basename(other)):
+                continue
+            try:
+                fd, st = _open(other)
+            except OSError as exc:
+                log.warning("%s: cannot open rotated %s: %s", self.path, other, exc.strerror)
+                continue
+            if st.st_ino in taken:
+                os.close(fd)
+                continue
+            self.draining.append(_Open(fd, st, 0, self.cap, now))
+            taken.add(st.st_ino)
+            log.info("%s: reading rotated file %s from its start", self.path, other)
 
     def _find_rotated(self, pos: FilePosition, now: float, by_inode: bool) -> bool:
         """Open the rotated file that holds ``pos`` and drain it from ``pos.offset``.
@@ -274,6 +326,7 @@ class _Follower:
             f = _Open(fd, st, pos.offset, self.cap, now)
             self.draining.append(f)
             log.info("%s: finishing rotated file %s from offset %d", self.path, name, pos.offset)
+            self._drain_newer(name, now)
             return True
         return False
 
@@ -367,6 +420,7 @@ class _Follower:
                     "%s: removed or renamed; draining the old file until quiet for %gs, waiting for a new one",
                     self.path, self.grace,
                 )
+                self._retired = self.live.position()
                 self._retire_live(now)
                 self.missing_said = True
             elif not self.missing_said:
@@ -391,8 +445,11 @@ class _Follower:
                 "%s: replaced by a new file (inode %d); draining the old one until quiet for %gs",
                 self.path, st.st_ino, self.grace,
             )
+            old = self.live.position()
             self._retire_live(now)
             self.want = 0
+            if self.base == LOGDIR_CURRENT:  # rotated more than once since the last sweep?
+                self._drain_after(old, now)
         if now < self.retry_at:
             return
         self._open_live(now, st)
@@ -414,6 +471,9 @@ class _Follower:
         if self.missing_said:
             log.info("%s: appeared (inode %d)", self.path, st.st_ino)
             self.missing_said = False
+        if self._retired is not None and self.base == LOGDIR_CURRENT:
+            self._drain_after(self._retired, now)  # rotated more than once while it was missing?
+        self._retired = None
         self.backoff = BACKOFF_MIN
         want = self.want
         if want == "end":
