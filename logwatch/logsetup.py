@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 
 def configure_logging(level: str) -> None:
@@ -16,13 +17,31 @@ def configure_logging(level: str) -> None:
     Why: journald stamps each line itself; elsewhere a timestamp is what an operator needs.
     """
     handler = logging.StreamHandler()
-    if os.environ.get("JOURNAL_STREAM"):
+    if stderr_is_journal():
         handler.setFormatter(_JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s relaywatch %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def stderr_is_journal(environ: Mapping[str, str] = os.environ, fd: int = 2) -> bool:
+    """True only when ``fd`` (standard error) is the stream systemd connected to journald.
+
+    Why not the variable alone: ``JOURNAL_STREAM`` is inherited, so a relaywatch started by
+    hand from a shell or script that systemd started has it while its standard error is a
+    terminal or a file, where ``<6>`` prefixes are noise. systemd sets it to the device and
+    inode of the stream it connected (systemd.exec(5)); compare them with ``fstat(fd)``.
+    """
+    device, colon, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not colon or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
 
 
 def set_level(level: str) -> None:
