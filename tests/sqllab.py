@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -335,8 +336,12 @@ def my_lab() -> Iterator[MyLab]:
 def password_file(directory: Path) -> Path:
     """``PASSWORD`` in a file only its owner can read, as ``--sql-password-file`` wants."""
     path = directory / "sql-password"
-    path.write_text(PASSWORD + "\n")
-    path.chmod(0o600)
+    # Written aside and renamed: writer threads of one test each ask for it, and a file
+    # truncated under another's read gave "fe_sendauth: no password supplied" now and then.
+    temp = directory / f".sql-password.{threading.get_ident()}"
+    temp.write_text(PASSWORD + "\n")
+    temp.chmod(0o600)
+    os.replace(temp, path)
     return path
 
 

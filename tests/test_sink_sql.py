@@ -151,6 +151,23 @@ def test_drop_deletes_only_a_row_that_is_really_expired(lab: Any, table: str, tm
     assert set(rows(lab, table)) == {"192.0.2.2"}
 
 
+def test_an_early_withdrawal_deletes_the_row_whatever_its_expiry(lab: Any, table: str, tmp_path: Path) -> None:
+    """A revocation (or the cap, or a narrower --never) ends a grant before its time: the
+    shared table must not keep it until it expires (a drop of an expired grant would)."""
+    a = sink(lab, table, tmp_path, "a")
+    now = time.time()
+    a.put(grant("192.0.2.1", "alice", now, now + 600))
+    a.put(grant("192.0.2.2", "bob", now, now + 600))
+    a.commit()
+    a.drop("192.0.2.1", early=True)
+    a.drop("192.0.2.2")  # an expiry that is not due in the table: the row stays
+    a.commit()
+    assert set(rows(lab, table)) == {"192.0.2.2"}
+    outlet = Outlet(a, Reporter(logging.getLogger("test")))
+    outlet.send([Change(DROP, grant("192.0.2.2", "bob", now, now + 600), "revoked")], now)
+    assert set(rows(lab, table)) == set()
+
+
 def test_concurrent_instances_lose_no_extension_and_do_not_fail_on_deadlocks(lab: Any, table: str,
                                                                             tmp_path: Path) -> None:
     pool = [f"198.51.100.{n}" for n in range(60)]

@@ -59,8 +59,10 @@ class Sink(Protocol):
     def put(self, grant: Grant) -> None:
         """Publish or renew ``grant`` (may take effect only at ``commit``)."""
 
-    def drop(self, ip: str) -> None:
-        """Withdraw the grant for ``ip`` (may take effect only at ``commit``)."""
+    def drop(self, ip: str, *, early: bool = False) -> None:
+        """Withdraw the grant for ``ip`` (may take effect only at ``commit``). ``early``: before
+        its end (revoked by hand, over the cap, a narrower policy), which a store shared with
+        other relaywatch instances must apply even to a row another one renewed."""
 
     def commit(self) -> None:
         """End of a batch: make everything put and dropped so far visible to the MTA."""
@@ -181,6 +183,6 @@ def apply(sink: Sink, changes: Iterable[Change]) -> None:
         if change.kind == PUT:
             sink.put(change.grant)
         elif change.kind == DROP:
-            sink.drop(change.grant.ip)
+            sink.drop(change.grant.ip, early=change.reason != "expired")
         else:
             raise ValueError(f"unknown change kind {change.kind!r}")

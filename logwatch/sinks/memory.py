@@ -32,7 +32,7 @@ class MemorySink:
         self._check_open()
         self.rows[grant.ip] = grant
 
-    def drop(self, ip: str) -> None:
+    def drop(self, ip: str, *, early: bool = False) -> None:
         self._check_open()
         self.rows.pop(ip, None)
 

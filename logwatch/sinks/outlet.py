@@ -90,7 +90,7 @@ class Outlet:
                 if change.kind == PUT:
                     self.sink.put(change.grant)
                 elif change.kind == DROP:
-                    self.sink.drop(change.grant.ip)
+                    self.sink.drop(change.grant.ip, early=change.reason != "expired")
                 else:
                     raise ValueError(f"unknown change kind {change.kind!r}")
             except SinkError as exc:

@@ -194,7 +194,7 @@ class PostfixMapSink:
             self._rows[grant.ip] = None
             self._changes[grant.ip] = True
 
-    def drop(self, ip: str) -> None:
+    def drop(self, ip: str, *, early: bool = False) -> None:
         """Remove the client (visible after ``commit``)."""
         if ip in self._rows:
             del self._rows[ip]

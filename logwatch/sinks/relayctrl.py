@@ -78,7 +78,7 @@ class RelayCtrlSink:
         for name in self._names(grant.ip):
             self._write(name, grant.last)
 
-    def drop(self, ip: str) -> None:
+    def drop(self, ip: str, *, early: bool = False) -> None:
         """Remove the client's file, if this sink wrote it.
 
         Raises:

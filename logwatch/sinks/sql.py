@@ -76,7 +76,7 @@ class Dialect(Protocol):
 
     def connect(self, target: SqlTarget, password: str | None) -> Any: ...
     def ensure_table(self, conn: Any, table: str) -> None: ...
-    def delete(self, cur: Any, table: str, ips: Sequence[str]) -> int: ...
+    def delete(self, cur: Any, table: str, ips: Sequence[str], early: bool = False) -> int: ...
     def upsert(self, cur: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> int: ...
     def sweep(self, cur: Any, table: str) -> int: ...
     def when(self, seconds: float) -> datetime: ...
@@ -114,6 +114,7 @@ class SqlSink:
         self._conn: Any = None
         self._puts: dict[str, Grant] = {}
         self._drops: set[str] = set()
+        self._early: set[str] = set()
         self._error = ""
         self._swept = clock()
         self.statements = 0
@@ -128,12 +129,15 @@ class SqlSink:
     def put(self, grant: Grant) -> None:
         """Collect ``grant`` for the next commit (the latest put of an address wins)."""
         self._drops.discard(grant.ip)
+        self._early.discard(grant.ip)
         self._puts[grant.ip] = grant
 
-    def drop(self, ip: str) -> None:
-        """Collect a delete of ``ip``'s row, if expired by then, for the next commit."""
+    def drop(self, ip: str, *, early: bool = False) -> None:
+        """Collect a delete of ``ip``'s row for the next commit: if expired by then, so that
+        a row another instance renewed stays; ``early`` (revoked, capped, a narrower
+        policy), whatever its expiry: the administrator's word holds for the shared table."""
         self._puts.pop(ip, None)
-        self._drops.add(ip)
+        (self._early if early else self._drops).add(ip)
 
     def commit(self) -> None:
         """Write what was collected in one transaction (retried on a deadlock).
@@ -142,18 +146,21 @@ class SqlSink:
             SinkError: retryable, with ``resync``, on any database error; what was
                 collected is forgotten (the outlet sends it again).
         """
-        puts, drops = self._puts, self._drops
-        self._puts, self._drops = {}, set()
-        if not puts and not drops:
+        puts, drops, early = self._puts, self._drops, self._early
+        self._puts, self._drops, self._early = {}, set(), set()
+        if not puts and not drops and not early:
             return
         rows = [self._row(puts[ip]) for ip in sorted(puts)]
-        gone = sorted(drops)
+        gone = sorted(drops - early)
+        now_gone = sorted(early)
         sweep = self._clock() - self._swept >= SWEEP_EVERY
         for attempt in range(DEADLOCK_TRIES):
             try:
                 with self._transaction() as cur:
                     if gone:
                         self.statements += self._dialect.delete(cur, self.table, gone)
+                    if now_gone:
+                        self.statements += self._dialect.delete(cur, self.table, now_gone, early=True)
                     for start in range(0, len(rows), CHUNK):
                         self.statements += self._dialect.upsert(cur, self.table, rows[start:start + CHUNK])
                     if sweep:
@@ -289,8 +296,9 @@ class _Pg:
                                                           index=sql.Identifier(f"{table}_expires_idx")))
         conn.commit()
 
-    def delete(self, cur: Any, table: str, ips: Sequence[str]) -> int:
-        cur.execute(self.sql.SQL("DELETE FROM {} WHERE ip = ANY(%s) AND expires <= now()")
+    def delete(self, cur: Any, table: str, ips: Sequence[str], early: bool = False) -> int:
+        condition = "" if early else " AND expires <= now()"
+        cur.execute(self.sql.SQL("DELETE FROM {} WHERE ip = ANY(%s)" + condition)
                     .format(self.sql.Identifier(table)), (list(ips),))
         return 1
 
@@ -386,9 +394,9 @@ class _My:
                 cur.execute(my_ddl(table))  # IF NOT EXISTS: a concurrent start is a warning
         conn.commit()
 
-    def delete(self, cur: Any, table: str, ips: Sequence[str]) -> int:
-        cur.execute(f"DELETE FROM {quoted('mysql', table)} WHERE ip IN %s AND expires <= UTC_TIMESTAMP(3)",
-                    (tuple(ips),))
+    def delete(self, cur: Any, table: str, ips: Sequence[str], early: bool = False) -> int:
+        condition = "" if early else " AND expires <= UTC_TIMESTAMP(3)"
+        cur.execute(f"DELETE FROM {quoted('mysql', table)} WHERE ip IN %s" + condition, (tuple(ips),))
         return 1
 
     def upsert(self, cur: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
