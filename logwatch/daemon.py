@@ -361,9 +361,9 @@ class Daemon:
         self.refusals[metrics.reason_of(why)] += 1
 
     def publish(self, changes: Sequence[Change], now: float) -> None:
-        """Record ``changes`` in the write-ahead log, log each one, then send them to every
-        outlet (with any backlog due for a retry)."""
-        self.durability.record(changes, now)  # before any sink sees them
+        """Record ``changes`` (and the sessions opened and ended since the last call) in the
+        state, log each one, then send them to every outlet (with any backlog due for a retry)."""
+        self.durability.record(changes, now, self.ledger.session_changes())  # before any sink sees them
         self.admin.observe(changes)
         for change in changes:
             g = change.grant
@@ -452,6 +452,7 @@ class Daemon:
                 fresh.session_max = self.ledger.session_max
                 fresh.restore(self.ledger.grants(), self._clock())
                 fresh.restore_sessions(self.ledger.sessions(), self._clock())
+                fresh.session_changes()  # the sessions it kept are in the state already
         except Exception as exc:  # a bad edit must never stop a running daemon
             log.error("reload refused, still running on the old settings: %s", exc)
             return
@@ -469,6 +470,9 @@ class Daemon:
             # or the new expiry) must leave the sinks too, not only the ledger.
             now = self._clock()
             gone = [Change(DROP, g, "reload") for g in self.ledger.grants() if g.ip not in fresh]
+            kept = {sid for sid, _ip, _start in fresh.sessions()}
+            ended = [sid for sid, _ip, _start in self.ledger.sessions() if sid not in kept]
+            self.durability.record((), now, ((), ended))  # a session whose address is now never authorised
             self.ledger = fresh
             self.publish(gone, now)
             self.durability.rewrite_soon()  # viewers judge the state file by the new --expire

@@ -16,7 +16,9 @@ renewal) rather than a grant lost or made twice.
 
 Why a transaction per tick, and what it holds: for each address the tick changed, its
 latest grant (a renewal of the same address twice in a tick is one row), and for each one
-withdrawn, a delete. The cost is the tick's changes, never the live set; nothing is ever
+withdrawn, a delete; with ``--sessions``, a row for each session opened and a delete for
+each one ended (``Ledger.session_changes``), so the sessions saved are always those of the
+grants saved, and a logout read after a restart finds its session. The cost is the tick's changes, never the live set; nothing is ever
 rewritten whole (see ``state``).
 """
 
@@ -62,6 +64,8 @@ class Durability:
         #: Changes not in the database yet (a write failed): address -> its latest grant,
         #: or None for a withdrawal. While any is owed, no checkpoint is saved.
         self._pending: dict[str, Grant | None] = {}
+        #: The same for sessions: id -> (ip, start), or None for one ended.
+        self._pending_sessions: dict[str, tuple[str, float] | None] = {}
 
     @property
     def store(self) -> state.Store | None:
@@ -69,9 +73,11 @@ class Durability:
         return self._store
 
     def restore(self, ledger: Ledger, now: float) -> tuple[Change, ...]:
-        """Open the database (migrating an old JSON state), load it into ``ledger``; return
-        the PUTs to publish. Rows the ledger does not take (expired while relaywatch was
-        down, now on the never-list, over the cap) are deleted from the database.
+        """Open the database (migrating an old JSON state), load it into ``ledger`` (the
+        grants, then the open sessions: ``Ledger.restore_sessions``); return the PUTs to
+        publish. Rows the ledger does not take (expired while relaywatch was down, now on
+        the never-list, over the cap; a session past ``--session-max``, or every session
+        when ``--sessions`` is off) are deleted from the database.
 
         Raises:
             StartError: not even an empty database can be made at ``--state``.
@@ -94,36 +100,61 @@ class Durability:
         for grant in loaded.grants:
             if grant.ip not in ledger:
                 self._pending[grant.ip] = None
+        saved = {g.ip: g for g in loaded.grants} if loaded.sessions else None
+        reopened = ledger.restore_sessions(loaded.sessions, now, saved)
+        ledger.session_changes()  # the sessions it took are the rows already there
+        kept = {sid for sid, _ip, _start in ledger.sessions()}
+        for sid, _ip, _start in loaded.sessions:
+            if sid not in kept:
+                self._pending_sessions[sid] = None
+        for change in reopened:  # a connected client whose grant ran out while relaywatch was down
+            self._pending[change.grant.ip] = change.grant
+        if kept:
+            log.info("restored %d open session(s) from %s", len(kept), self.path)
         self._flush(now)
-        return restored
+        return restored + reopened
 
-    def record(self, changes: Sequence[Change], now: float) -> None:
-        """Write ``changes`` to the database in one transaction; call before any sink sees them.
+    def record(self, changes: Sequence[Change], now: float,
+               sessions: tuple[Iterable[tuple[str, str, float]], Iterable[str]] = ((), ())) -> None:
+        """Write ``changes`` and the sessions opened and ended (``Ledger.session_changes``)
+        to the database in one transaction; call before any sink sees them.
 
         For each address only its latest change is written. A write that fails is
         reported (rate-limited) and kept; it is tried again at the next ``record`` and
         ``persist``, and no checkpoint is saved until it succeeds.
         """
-        if self._store is None or not changes:
+        opened, closed = sessions
+        if self._store is None:
             return
         pending = self._pending
         for change in changes:
             pending[change.grant.ip] = None if change.kind == DROP else change.grant
-        self._flush(now)
+        waiting = self._pending_sessions
+        for sid, ip, start in opened:
+            waiting[sid] = (ip, start)
+        for sid in closed:
+            waiting[sid] = None
+        if pending or waiting:
+            self._flush(now)
 
     def _flush(self, now: float) -> bool:
         """Write what is owed; True when nothing is owed any more."""
-        if not self._pending or self._store is None:
-            return not self._pending
+        owed = len(self._pending) + len(self._pending_sessions)
+        if not owed or self._store is None:
+            return not owed
         puts = [g for g in self._pending.values() if g is not None]
         drops = [ip for ip, g in self._pending.items() if g is None]
+        sessions = self._pending_sessions
+        opened = [(sid, row[0], row[1]) for sid, row in sessions.items() if row is not None]
+        closed = [sid for sid, row in sessions.items() if row is None]
         try:
-            self._store.write(puts, drops)
+            self._store.write(puts, drops, opened, closed)
         except (OSError, sqlite3.Error) as exc:
             self._report.say("state", logging.WARNING, "cannot write %s: %s; %d change(s) kept to retry",
-                             self.path, exc, len(self._pending), now=now)
+                             self.path, exc, owed, now=now)
             return False
         self._pending.clear()
+        sessions.clear()
         return True
 
     def rewrite_soon(self) -> None:
@@ -133,7 +164,7 @@ class Durability:
 
     def owed(self, now: float) -> bool:
         """True while changes wait for a write that failed (``persist`` retries it)."""
-        return bool(self._pending)
+        return bool(self._pending or self._pending_sessions)
 
     def persist(self, now: float, grants: Callable[[], Iterable[Grant]],
                 checkpoints: Iterable[LogCheckpoint] | None, stopping: bool = False) -> None:
@@ -151,7 +182,8 @@ class Durability:
         if self.path is None or self.directory is None:
             return
         if not self._flush(now):
-            raise OSError(errno.EIO, f"{len(self._pending)} change(s) not in the database yet")
+            raise OSError(errno.EIO, f"{len(self._pending) + len(self._pending_sessions)} change(s) "
+                          "not in the database yet")
         if self._store is not None and self._store.checkpoint_error:
             self._report.say("checkpoint", logging.WARNING, "%s: %s", self.path, self._store.checkpoint_error,
                              now=now)

@@ -49,10 +49,13 @@ class Loaded:
     Attributes:
         grants: the saved grants, unfiltered (``until`` is recomputed by the ledger).
         warning: one line to log if a file was unusable and set aside, else ``""``.
+        sessions: the open sessions saved with the grants (``--sessions``), as
+            ``(session id, ip, start)``, unfiltered; the JSON format has none.
     """
 
     grants: tuple[Grant, ...]
     warning: str = ""
+    sessions: tuple[tuple[str, str, float], ...] = ()
 
 
 def wal_path(path: str | os.PathLike[str]) -> Path:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from logwatch.addresses import NeverList, ipv4_int, normalise
 from logwatch.model import DROP, PUT, Change, Grant, LoginEvent
@@ -74,7 +74,7 @@ class Ledger:
     """
 
     __slots__ = ("expire_after", "never", "max_entries", "_grants", "_late", "_tail", "session_max",
-                 "_sessions", "_late_sessions", "_session_tail", "_open", "_refresh")
+                 "_sessions", "_late_sessions", "_session_tail", "_open", "_refresh", "_session_log")
 
     def __init__(
         self,
@@ -107,6 +107,9 @@ class Ledger:
         self._open: dict[str, int] = {}
         # (when the grant of a connected ip is due for renewal, ip); stale items skipped.
         self._refresh: list[tuple[float, str]] = []
+        # Sessions opened (id -> (ip, start)) or ended (id -> None) since ``session_changes``
+        # last ran: what the state must write in this step's transaction.
+        self._session_log: dict[str, tuple[str, float] | None] = {}
 
     # ----------------------------------------------------------------- queries
 
@@ -160,6 +163,17 @@ class Ledger:
     def sessions(self) -> list[tuple[str, str, float]]:
         """Every open session as ``(session id, ip, start)``, oldest first: for the state."""
         return sorted(((sid, ip, start) for sid, (ip, start) in self._sessions.items()), key=_by_start)
+
+    def session_changes(self) -> tuple[list[tuple[str, str, float]], list[str]]:
+        """The sessions opened (``(id, ip, start)``) and the ids ended since the last call,
+        and forget them: the daemon writes them with the grants' changes of the same step
+        (``durability.record``). A session opened and ended in between is an end."""
+        log = self._session_log
+        if not log:
+            return [], []
+        self._session_log = {}
+        opened = [(sid, row[0], row[1]) for sid, row in log.items() if row is not None]
+        return opened, [sid for sid, row in log.items() if row is None]
 
     def refusal(self, event: LoginEvent, now: float) -> str | None:
         """Why ``event`` would not authorise its client, or None if it would.
@@ -230,12 +244,15 @@ class Ledger:
         found = self._sessions.pop(session, None)
         if found is None:
             return ()
+        self._note_end(session)
         return self._closed(found[0], min(when, now), now, "logout")
 
     def end_all(self, when: float, now: float, reason: str) -> tuple[Change, ...]:
         """Every open session is over at ``when`` (Dovecot started or stopped, or its log
         shows that sessions cannot be followed): each address is kept ``expire`` after that."""
         ended = list(self._sessions.values())
+        for session in self._sessions:
+            self._note_end(session)
         self._sessions.clear()
         self._late_sessions.clear()
         self._session_tail = float("-inf")
@@ -244,11 +261,14 @@ class Ledger:
             changes.extend(self._closed(ip, min(when, now), now, reason))
         return tuple(changes)
 
-    def restore_sessions(self, saved: Iterable[tuple[str, str, float]], now: float) -> tuple[Change, ...]:
+    def restore_sessions(self, saved: Iterable[tuple[str, str, float]], now: float,
+                         grants: Mapping[str, Grant] | None = None) -> tuple[Change, ...]:
         """Reopen sessions saved with the state (call after ``restore``), under today's
         ``session_max`` and never-list. A session whose address lost its grant while
         relaywatch was down (it outlasted ``expire``) is granted again from ``now``: the
         session is open until its logout, which is read from the log where it was left.
+        ``grants``: the saved grants by address, whose user, service, first login and count
+        such a grant keeps (else they are unknown: empty).
 
         Returns:
             ``PUT`` changes with reason ``restored`` for grants made again.
@@ -266,7 +286,10 @@ class Ledger:
             grant = self._grants.get(ip)
             if grant is None:
                 changes.extend(self._make_room(1))
-                grant = Grant(ip, "", "", start, now, 1, now + self.expire_after)
+                old = grants.get(ip) if grants is not None else None
+                grant = (Grant(ip, "", "", start, now, 1, now + self.expire_after) if old is None else
+                         Grant(ip, sys.intern(old.user), sys.intern(old.service), min(old.first, start, now), now,
+                               max(1, int(old.count)), now + self.expire_after))
                 self._insert(grant)
                 changes.append(Change(PUT, grant, "restored"))
             self._open_session(session, ip, start, now)
@@ -389,6 +412,7 @@ class Ledger:
         if start + self.session_max <= now:
             return
         self._sessions[session] = (ip, start)
+        self._session_log[session] = (ip, start)
         if start < self._session_tail:
             heapq.heappush(self._late_sessions, (start, session))
         else:
@@ -399,6 +423,11 @@ class Ledger:
             grant = self._grants.get(ip)
             if grant is not None:
                 self._schedule(grant)
+
+    def _note_end(self, session: str) -> None:
+        """For the state: ``session`` ended, its row goes (a delete of a row never written,
+        for a session opened and ended in one step, costs nothing and is always right)."""
+        self._session_log[session] = None
 
     def _schedule(self, grant: Grant) -> None:
         """Renew the grant of a connected client when half its ``expire`` has passed."""
@@ -445,6 +474,7 @@ class Ledger:
                 break
             session, start = first
             ip, _ = self._sessions.pop(session)
+            self._note_end(session)
             changes.extend(self._closed(ip, start + self.session_max, now, "session-max"))
         if not self._sessions:
             self._late_sessions.clear()

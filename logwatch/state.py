@@ -74,15 +74,16 @@ from logwatch.addresses import normalise
 from logwatch.jsonstate import Loaded, StateError
 from logwatch.model import Grant
 
-__all__ = ["Loaded", "StateError", "Store", "open_store", "load", "read", "watched", "directory_warning",
+__all__ = ["Loaded", "StateError", "Store", "open_store", "load", "read", "read_all", "watched", "directory_warning",
            "MODE", "MAX_BYTES", "SHM_MAX_BYTES"]
 
 #: Readable by the daemon's group: ``relaywatch status`` and ``tui`` need only read access.
 MODE = 0o640
 #: ``PRAGMA application_id``: "rwst", so that another program's SQLite file is not taken for ours.
 APPLICATION_ID = int.from_bytes(b"rwst", "big")
-#: ``PRAGMA user_version``: the schema below.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``: the schema below (1: the grants alone, before ``--sessions``; a
+#: version 1 database is upgraded in place by the daemon, and read as it is by viewers).
+SCHEMA_VERSION = 2
 #: ``FILE``, ``FILE-wal`` and ``FILE-journal`` are refused unopened beyond this size (512 MiB),
 #: and the daemon's database cannot grow past it (``max_page_count``): 1,000,000 grants with
 #: long IPv6 addresses and user names take about 150 MB, 100,000 typical ones 8 MB, while
@@ -110,6 +111,21 @@ COLUMNS = "ip, user, service, first, last, count"
 UPSERT = (f"INSERT INTO grants ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET "
           "user = excluded.user, service = excluded.service, first = excluded.first, last = excluded.last, "
           "count = excluded.count")
+#: An open session (``--sessions``): its id as the login line gave it (the ``SID`` of the
+#: pattern sets: 8 to 64 base64 characters), the address it logged in from, and its start.
+#: Checked like a grant's row, when written and when read.
+SESSION_VALID = ("typeof(id) = 'text' AND length(id) BETWEEN 8 AND 64 AND id NOT GLOB '*[^A-Za-z0-9+/]*' "
+                 "AND typeof(ip) = 'text' AND length(ip) BETWEEN 2 AND 45 AND typeof(start) = 'real' "
+                 f"AND start >= 0 AND start < {safefile.LATEST!r}")
+SESSIONS_SCHEMA = ("CREATE TABLE sessions (id TEXT NOT NULL PRIMARY KEY, ip TEXT NOT NULL, start REAL NOT NULL, "
+                   f"CHECK ({SESSION_VALID})) WITHOUT ROWID")
+SESSION_UPSERT = ("INSERT INTO sessions (id, ip, start) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                  "ip = excluded.ip, start = excluded.start")
+#: ``sqlite_master`` of each schema version we wrote, ordered by name.
+SCHEMAS = {1: [("table", "grants", SCHEMA)],
+           2: [("table", "grants", SCHEMA), ("table", "sessions", SESSIONS_SCHEMA)]}
+#: One saved session: ``(session id, ip, start)``.
+SessionRow = tuple[str, str, float]
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -164,8 +180,9 @@ def _head(path: Path, *, writer: bool) -> bytes:
         os.close(fd)
 
 
-def _verify(connection: sqlite3.Connection) -> None:
-    """Refuse a database that is not relaywatch's: its identity and its exact schema.
+def _verify(connection: sqlite3.Connection) -> int:
+    """Refuse a database that is not relaywatch's: its identity and its exact schema; return
+    its schema version (1 or ``SCHEMA_VERSION``).
 
     Raises:
         StateError: it is another program's, or a schema we never wrote (an extra
@@ -176,24 +193,28 @@ def _verify(connection: sqlite3.Connection) -> None:
     (version,) = connection.execute("PRAGMA user_version").fetchone()
     if application_id != APPLICATION_ID:
         raise StateError(f"not a relaywatch database (application_id {application_id})")
-    if version != SCHEMA_VERSION:
+    if version not in SCHEMAS:
         raise StateError(f"schema version {version}; expected {SCHEMA_VERSION}")
     schema = connection.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
-    if schema != [("table", "grants", SCHEMA)]:
+    if schema != SCHEMAS[version]:
         raise StateError("not the schema relaywatch writes")
+    return int(version)
 
 
 def _initialise(connection: sqlite3.Connection) -> None:
-    """Give an empty database our schema and identity, or check those of an existing one."""
+    """Give an empty database our schema and identity, or check those of an existing one
+    (a version 1 database, checked whole, gets the sessions table, in the same transaction)."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         (tables,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
         if tables == 0 and connection.execute("PRAGMA application_id").fetchone() == (0,):
             connection.execute(SCHEMA)
+            connection.execute(SESSIONS_SCHEMA)
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        else:
-            _verify(connection)
+        elif _verify(connection) == 1:
+            connection.execute(SESSIONS_SCHEMA)
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -252,6 +273,25 @@ def _rows(connection: sqlite3.Connection) -> tuple[Grant, ...]:
         if not _is_canonical(grant.ip):
             raise StateError(f"grant {ascii(grant.ip)[:60]}: the address is not one relaywatch writes")
     return grants
+
+
+def _session_rows(connection: sqlite3.Connection) -> tuple[SessionRow, ...]:
+    """Every saved session, refusing the whole table if one row is not what we write (the
+    CHECK again, and the address's canonical form), as ``_rows`` does for grants.
+
+    Raises:
+        StateError: a row we never write; sqlite3.DatabaseError: the file is damaged.
+    """
+    bad = connection.execute(f"SELECT id FROM sessions WHERE ({SESSION_VALID}) IS NOT 1 LIMIT 1").fetchone()
+    if bad is not None:
+        raise StateError(f"session {ascii(bad[0])[:70]}: a value relaywatch never writes "
+                         f"(not a session id, not an address, or not a time from 1970 to 2200)")
+    rows = tuple((str(sid), str(ip), float(start))
+                 for sid, ip, start in connection.execute("SELECT id, ip, start FROM sessions"))
+    for _sid, ip, _start in rows:
+        if not _is_canonical(ip):
+            raise StateError(f"session from {ascii(ip)[:60]}: the address is not one relaywatch writes")
+    return rows
 
 
 class _Checkpointer(threading.Thread):
@@ -317,9 +357,12 @@ class Store:
         self._checkpointer = _Checkpointer(path)
         self._checkpointer.start()
 
-    def write(self, puts: Iterable[Grant], drops: Iterable[str]) -> int:
+    def write(self, puts: Iterable[Grant], drops: Iterable[str], opened: Iterable[SessionRow] = (),
+              closed: Iterable[str] = ()) -> int:
         """Upsert ``puts`` (one row per address: pass each address once) and delete the rows
-        of ``drops``, in one transaction, durable when it returns; return the rows written.
+        of ``drops``; with ``--sessions``, upsert the sessions ``opened`` (``(id, ip,
+        start)``) and delete those ``closed`` (ids): all in one transaction, durable when it
+        returns; return the rows written.
 
         Raises:
             sqlite3.Error: nothing of it was written (rolled back); e.g. the disk is full,
@@ -327,7 +370,9 @@ class Store:
         """
         upserts = [(g.ip, g.user, g.service, float(g.first), float(g.last), int(g.count)) for g in puts]
         deletes = [(ip,) for ip in drops]
-        if not upserts and not deletes:
+        starts = [(sid, ip, float(start)) for sid, ip, start in opened]
+        ends = [(sid,) for sid in closed]
+        if not upserts and not deletes and not starts and not ends:
             return 0
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
@@ -336,12 +381,16 @@ class Store:
                 connection.executemany(UPSERT, upserts)
             if deletes:
                 connection.executemany("DELETE FROM grants WHERE ip = ?", deletes)
+            if starts:
+                connection.executemany(SESSION_UPSERT, starts)
+            if ends:
+                connection.executemany("DELETE FROM sessions WHERE id = ?", ends)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-        written = len(upserts) + len(deletes)
+        written = len(upserts) + len(deletes) + len(starts) + len(ends)
         self.rows_written += written
         self._checkpointer.nudge()
         return written
@@ -500,6 +549,7 @@ def open_store(path: str | os.PathLike[str], now: float) -> tuple[Store, Loaded]
             _initialise(connection)
             _configure_writer(connection)
             grants = _rows(connection)
+            sessions = _session_rows(connection)
         except (OSError, StateError, sqlite3.DatabaseError) as error:
             if connection is not None:
                 connection.close()
@@ -513,7 +563,7 @@ def open_store(path: str | os.PathLike[str], now: float) -> tuple[Store, Loaded]
             else:
                 warnings.append(_aside_all(source, now, error, "starting with no grants"))
             continue
-        return Store(os.fspath(source), connection), Loaded(grants, "; ".join(warnings))
+        return Store(os.fspath(source), connection), Loaded(grants, "; ".join(warnings), sessions)
     raise AssertionError("unreachable")
 
 
@@ -525,7 +575,15 @@ def load(path: str | os.PathLike[str], now: float) -> Loaded:
 
 
 def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
-    """The grants in ``path``, for viewers: read-only, nothing is ever moved or created.
+    """The grants in ``path``, for viewers (``read_all`` without the sessions)."""
+    return read_all(path)[0]
+
+
+def read_all(path: str | os.PathLike[str]) -> tuple[tuple[Grant, ...], tuple[SessionRow, ...]]:
+    """The grants and the open sessions in ``path``, for viewers: read-only, nothing is ever
+    moved or created; one read transaction, so the sessions are those of the same grants.
+    A version 1 database (a daemon not restarted since the upgrade) and the JSON format
+    hold no sessions.
 
     A viewer may be another user (in the daemon's group): it trusts files that only their
     owner can write, whoever that is (``safefile``, ``writer=False``). A ``FILE`` still in
@@ -541,18 +599,19 @@ def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:
         head = _head(source, writer=False)
     except FileNotFoundError:
         if os.path.lexists(jsonstate.wal_path(source)):
-            return jsonstate.read(source)
+            return jsonstate.read(source), ()
         raise
     if jsonstate.is_json(head):
-        return jsonstate.read(source)
+        return jsonstate.read(source), ()
     check_files(source, writer=False)
     try:
         connection = _connect(source, "ro")
     except sqlite3.Error as exc:
         raise OSError(errno.EACCES, f"cannot open the database: {exc}", os.fspath(source)) from None
     try:
-        _verify(connection)
-        return _rows(connection)
+        connection.execute("BEGIN")
+        version = _verify(connection)
+        return _rows(connection), (_session_rows(connection) if version >= 2 else ())
     except sqlite3.OperationalError as exc:  # e.g. -wal or -shm not readable by this user
         raise OSError(errno.EACCES, f"cannot read the database: {exc}", os.fspath(source)) from None
     except sqlite3.DatabaseError as exc:

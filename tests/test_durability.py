@@ -97,10 +97,10 @@ def test_a_failed_write_holds_every_position_back_until_it_is_written(tmp_path: 
     real = store.write
     failures = [sqlite3.OperationalError("database or disk is full")] * 2
 
-    def flaky(puts: object, drops: object) -> int:
+    def flaky(puts: object, drops: object, opened: object = (), closed: object = ()) -> int:
         if failures:
             raise failures.pop()
-        return real(puts, drops)  # type: ignore[arg-type]
+        return real(puts, drops, opened, closed)  # type: ignore[arg-type]
 
     store.write = flaky  # type: ignore[method-assign]
     d.record([put("192.0.2.7")], T0)

@@ -208,6 +208,7 @@ def test_session_max_must_be_positive(bad: float) -> None:
 
 from pathlib import Path  # noqa: E402
 
+from logwatch import state  # noqa: E402
 from logwatch.matcher import Matcher  # noqa: E402
 from logwatch.patternset import builtin  # noqa: E402
 from logwatch.sinks.memory import MemorySink  # noqa: E402
@@ -331,3 +332,114 @@ def test_matcher_reads_logouts_only_with_sessions() -> None:
     assert on.classify(line) == ("logout", verdict.pattern_set, "logout")
     assert on.match(imap_login("192.0.2.7", T0)).session == SID
     assert Matcher(builtin()).match(imap_login("192.0.2.7", T0)).session == SID
+
+
+# --------------------------------------------------------------------- across a restart
+
+from tests.looplab import Clock  # noqa: E402
+
+
+def restarted(tmp_path: Path, clock: Clock, sink: MemorySink) -> Lab:
+    """A second daemon over the same --state, as after a restart of relaywatch."""
+    lab = Lab(tmp_path, [sink], ("sessions", True), ("expire", "10s"), ("session-max", "100s"), clock=clock)
+    lab.daemon.start()
+    return lab
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_loop_a_session_survives_a_restart_and_its_logout_after_it_closes_it(tmp_path: Path, how: str) -> None:
+    sink = MemorySink("a")
+    first = sessions_lab(tmp_path, sink)
+    first.step(imap_login("192.0.2.7", T0), imap_login("198.51.100.8", T0, session="OtherSessionAAAA"))
+    first.at(T0 + 5).step(imap_logout(T0 + 5, session="OtherSessionAAAA"))
+    if how == "stopped":
+        first.daemon.shutdown()
+    # killed: nothing more; every step's transaction is durable when it returns
+    assert [row[:2] for row in state.read_all(first.state)[1]] == [(SID, "192.0.2.7")]
+    again = MemorySink("b")
+    second = restarted(tmp_path, Clock(T0 + 30), again)  # down for longer than --expire
+    assert second.daemon.ledger.open_sessions("192.0.2.7") == 1
+    assert "192.0.2.7" in again.published and "198.51.100.8" not in again.published
+    for t in range(31, 60):
+        second.at(T0 + t).step()
+        assert "192.0.2.7" in again.published, t
+    second.at(T0 + 60).step(imap_logout(T0 + 60))  # read after the restart: still closes its session
+    assert second.daemon.ledger.session_count() == 0
+    assert state.read_all(second.state)[1] == ()
+    second.at(T0 + 69.5).step()
+    assert "192.0.2.7" in again.published
+    second.at(T0 + 70).step()
+    assert again.published == {}
+
+
+def test_loop_sessions_saved_are_dropped_when_restarted_without_sessions(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    first = sessions_lab(tmp_path, sink)
+    first.step(imap_login("192.0.2.7", T0))
+    first.daemon.shutdown()
+    plain = Lab(tmp_path, [MemorySink("b")], ("expire", "10s"), clock=Clock(T0 + 2))
+    plain.daemon.start()
+    assert plain.daemon.ledger.session_count() == 0
+    assert state.read_all(plain.state)[1] == ()  # not kept for a later --sessions to revive
+    plain.at(T0 + 10).step()
+    assert plain.daemon.ledger.get("192.0.2.7") is None
+
+
+def test_loop_a_session_past_session_max_is_not_restored(tmp_path: Path) -> None:
+    sink = MemorySink("a")
+    first = sessions_lab(tmp_path, sink)
+    first.step(imap_login("192.0.2.7", T0))
+    first.daemon.shutdown()
+    again = MemorySink("b")
+    second = restarted(tmp_path, Clock(T0 + 150), again)
+    assert second.daemon.ledger.session_count() == 0 and again.published == {}
+    assert state.read_all(second.state) == ((), ())
+
+
+def test_loop_a_session_opened_without_a_grant_change_is_saved_too(tmp_path: Path) -> None:
+    """A second session from a client whose grant this login cannot extend (an older line)
+    changes no grant: its row is written all the same, and its logout after a restart counts."""
+    sink = MemorySink("a")
+    first = sessions_lab(tmp_path, sink)
+    first.at(T0 + 2).step(imap_login("192.0.2.7", T0 + 2))
+    first.step(imap_login("192.0.2.7", T0 + 1, session="SecondSessionAAA"))
+    assert {row[0] for row in state.read_all(first.state)[1]} == {SID, "SecondSessionAAA"}
+    first.at(T0 + 3).step(imap_logout(T0 + 3))
+    assert [row[0] for row in state.read_all(first.state)[1]] == ["SecondSessionAAA"]
+    second = restarted(tmp_path, Clock(T0 + 20), MemorySink("b"))
+    assert second.daemon.ledger.open_sessions("192.0.2.7") == 1
+
+
+# --------------------------------------------------------------------- a real relaywatch run, restarted
+
+import signal  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from tests.daemonlab import Run, wait_for  # noqa: E402
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_run_restarted_while_a_session_is_open_keeps_it_until_its_logout(run: Callable[..., Run], sig: int) -> None:
+    """``relaywatch run --sessions --expire 3s``: a client logs in and stays connected; relaywatch is
+    stopped (or killed) and started again 5 s later, longer than --expire; the client still relays
+    until its logout, written after the restart, and stops relaying --expire after it."""
+    r = run("--sessions", "--expire", "3s", "--session-max", "5m")
+    r.start()
+    r.write(imap_login("192.0.2.7", time.time()))
+    wait_for(lambda: r.granted() == {"192.0.2.7"}, "the grant")
+    wait_for(lambda: [row[0] for row in state.read_all(r.state)[1]] == [SID], "the session in the state")
+    assert r.stop(sig) == (0 if sig == signal.SIGTERM else -sig)
+    time.sleep(5)
+    r.start()
+    wait_for(lambda: "restored 1 open session(s)" in r.errors(), "the session restored")
+    end = time.monotonic() + 5  # longer than --expire again: kept because it is connected
+    while time.monotonic() < end:
+        assert r.granted() == {"192.0.2.7"}
+        time.sleep(0.1)
+    r.write(imap_logout(time.time()))
+    logged_out = time.monotonic()
+    wait_for(lambda: r.granted() == set(), "the withdrawal --expire after the logout", deadline=30)
+    assert 1.5 < time.monotonic() - logged_out < 6  # --expire (3 s) after a stamp of whole seconds
+    wait_for(lambda: state.read_all(r.state)[1] == (), "the session's row deleted")
+    assert r.stop() == 0
+    assert "withdrawn 192.0.2.7 (imap-login, user=<bob>): expired" in r.errors()

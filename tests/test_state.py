@@ -516,3 +516,94 @@ def test_a_viewer_in_the_group_reads_after_a_sigkill(group_dir: Path) -> None:
     writer.stdout.close()
     assert Path(f"{path}-wal").exists()
     assert view_as_nobody(path).count("198.51.100.") == 250
+
+
+# --- Open sessions (--sessions): a table of their own, written in the grants' transaction ---
+
+SESSIONS = [("kcwIVMRgFZp/AAAD", "192.0.2.7", T0), ("t5fK9YZhs+F/AAAC", "2001:db8::7", T0 + 1.5)]
+
+
+def test_sessions_round_trip_in_the_grants_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store, loaded = state.open_store(path, T0)
+    assert loaded.sessions == ()
+    assert store.write(grants(2), [], SESSIONS, []) == 4
+    assert state.read_all(path) == (state.read(path), tuple(SESSIONS))  # a viewer, while it runs
+    assert store.write([], [], [], ["kcwIVMRgFZp/AAAD"]) == 1
+    store.close()
+    loaded = state.load(path, T0)
+    assert loaded.sessions == (SESSIONS[1],) and len(loaded.grants) == 2
+
+
+@pytest.mark.parametrize("row", [
+    ("short", "192.0.2.7", T0),  # fewer than 8 characters: no session id Dovecot writes
+    ("kcwIVMRgFZp/AAA'", "192.0.2.7", T0),  # not base64
+    ("kcwIVMRgFZp/AAAD", "192.0.2.7", float("nan")),
+    ("kcwIVMRgFZp/AAAD", "192.0.2.7", -1.0),
+    ("kcwIVMRgFZp/AAAD", "192.0.2.7", float("inf")),
+])
+def test_a_session_row_relaywatch_never_writes_is_refused_by_the_check(tmp_path: Path,
+                                                                       row: tuple[str, str, float]) -> None:
+    store, _ = state.open_store(tmp_path / "s", T0)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.write(grants(1), [], [row], [])
+    store.close()
+    assert state.load(tmp_path / "s", T0) == state.Loaded(())  # the grant of that transaction is not there either
+
+
+@pytest.mark.parametrize(("planted", "said"), [
+    ("INSERT INTO sessions VALUES ('AAAAAAAAAAAAAAAA', '192.000.002.007', 1780000000.0)",
+     "the address is not one relaywatch writes"),
+    ("INSERT INTO sessions VALUES ('AAAAAAAAAAAAAAAA', 'x', 1780000000.0)", "a value relaywatch never writes"),
+    ("INSERT INTO sessions VALUES ('AAAA)<1><AAAA', '192.0.2.7', 1780000000.0)", "a value relaywatch never writes"),
+])
+def test_a_planted_session_row_sets_the_database_aside(tmp_path: Path, planted: str, said: str) -> None:
+    path = tmp_path / "state.db"
+    saved(path, grants(1))
+    with sqlite3.connect(path) as other:
+        other.execute("PRAGMA ignore_check_constraints = ON")
+        other.execute(planted)
+    other.close()
+    with pytest.raises(state.StateError):
+        state.read_all(path)
+    loaded = state.load(path, T0)
+    assert loaded.grants == () and loaded.sessions == () and said in loaded.warning
+    assert only_aside(tmp_path, "state.db").exists()
+
+
+def v1_database(path: Path, rows: list[Grant]) -> None:
+    """A database exactly as relaywatch wrote it before --sessions: schema version 1, grants only."""
+    with sqlite3.connect(path) as old:
+        old.execute(state.SCHEMA)
+        old.execute(f"PRAGMA application_id = {state.APPLICATION_ID}")
+        old.execute("PRAGMA user_version = 1")
+        old.executemany(f"INSERT INTO grants ({state.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(g.ip, g.user, g.service, g.first, g.last, g.count) for g in rows])
+    old.close()
+    os.chmod(path, 0o640)
+
+
+def test_a_version_1_database_is_read_by_viewers_and_upgraded_by_the_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    rows = grants(3)
+    v1_database(path, rows)
+    read_grants, read_sessions = state.read_all(path)  # a viewer before the daemon's restart
+    assert fields(read_grants) == fields(rows) and read_sessions == ()
+    store, loaded = state.open_store(path, T0)
+    assert loaded.warning == "" and fields(loaded.grants) == fields(rows)  # kept, not set aside
+    store.write([], [], SESSIONS[:1], [])
+    store.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone() == (state.SCHEMA_VERSION,) == (2,)
+    check.close()
+    assert state.load(path, T0).sessions == (SESSIONS[0],)
+
+
+def test_a_version_1_schema_with_a_sessions_table_of_another_kind_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    v1_database(path, grants(1))
+    with sqlite3.connect(path) as planted:
+        planted.execute("CREATE TABLE sessions (id TEXT, ip TEXT, start REAL)")
+    planted.close()
+    loaded = state.load(path, T0)
+    assert loaded.grants == () and "not the schema relaywatch writes" in loaded.warning
