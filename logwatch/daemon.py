@@ -123,6 +123,8 @@ class Daemon:
         #: The sinks' health as the viewers last read it: a change (a rebuild failing on
         #: its thread, or working again) is published even while the log is idle.
         self._told: tuple[SinkStatus, ...] = ()
+        #: The most a login acted on since the last periodic status lagged behind its line's time.
+        self._lag: float | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -272,6 +274,7 @@ class Daemon:
         """The status for viewers (even when idle) and ``--metrics``."""
         self._status_at = now
         record = self.status(now, True)
+        self._lag = None  # the next record says the most since this one
         self.viewers.publish(record, now)
         if self.settings.metrics:
             try:
@@ -301,6 +304,7 @@ class Daemon:
             return ()
         event = login_event(verdict, now)
         assert event is not None
+        self._lag = max(self._lag or 0.0, now - event.when)
         if self.gate is not None and self.ledger.refusal(event, now) is None:
             decision = self.gate.admit(event, now)
             if decision is None:  # looked up in the background; released in a later step
@@ -434,6 +438,7 @@ class Daemon:
             sinks=self._health(),
             pattern_sets=tuple(p.name for p in self.matcher.sets), hits=hits, counts=counts,
             logins_last_minute=self.viewers.logins_last_minute(now),
+            log_lag=None if self._lag is None else round(self._lag, 3),
             expire=self.ledger.expire_after, state=self.settings.state, grants=len(self.ledger))
 
     def _health(self) -> tuple[SinkStatus, ...]:

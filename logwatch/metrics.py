@@ -63,6 +63,12 @@ def render(record: DaemonStatus, refusals: Mapping[str, int]) -> str:
            [(f'{{sink="{_escape(s.spec)}"}}', s.backlog) for s in record.sinks])
     metric("sink_last_ok_timestamp_seconds", "gauge", "When the sink last had everything published.",
            [(f'{{sink="{_escape(s.spec)}"}}', s.last_ok) for s in record.sinks if s.last_ok is not None])
+    metric("sink_update_seconds", "gauge", "How long the sink's last map update or rebuild took.",
+           [(f'{{sink="{_escape(s.spec)}"}}', s.update_seconds) for s in record.sinks
+            if s.update_seconds is not None])
+    if record.log_lag is not None:
+        metric("log_lag_seconds", "gauge", "The most a login acted on lately lagged behind its own line's time.",
+               [("", record.log_lag)])
     if record.updated is not None:
         metric("status_timestamp_seconds", "gauge", "When the daemon wrote this.", [("", record.updated)])
     if record.started is not None:

@@ -40,6 +40,8 @@ class SinkStatus:
         last_ok: when the MTA last saw everything committed (None: never yet).
         error: one line naming the failure, ``""`` when ok.
         backlog: changes owed to it.
+        update_seconds: how long its last publication took, for a sink that works after
+            ``commit`` (the Postfix map's batch or rebuild); None otherwise.
     """
 
     spec: str
@@ -47,17 +49,21 @@ class SinkStatus:
     last_ok: float | None = None
     error: str = ""
     backlog: int = 0
+    update_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"spec": self.spec, "ok": self.ok, "last_ok": self.last_ok, "error": self.error,
-                "backlog": self.backlog}
+        doc: dict[str, Any] = {"spec": self.spec, "ok": self.ok, "last_ok": self.last_ok, "error": self.error,
+                               "backlog": self.backlog}
+        if self.update_seconds is not None:  # only a sink that works after commit has it
+            doc["update_seconds"] = self.update_seconds
+        return doc
 
     @classmethod
     def from_json(cls, doc: object) -> SinkStatus:
         """Raises ValueError naming the key that is not what the daemon writes."""
         d = _mapping(doc, "sinks[]")
         return cls(_typed(d, "spec", str, "?"), _typed(d, "ok", bool, False), _number(d, "last_ok"),
-                   _typed(d, "error", str, ""), _typed(d, "backlog", int, 0))
+                   _typed(d, "error", str, ""), _typed(d, "backlog", int, 0), _number(d, "update_seconds"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,8 @@ class DaemonStatus:
         pattern_sets: the names of the sets in use, in claim order.
         hits: ``("set/pattern", n)`` per pattern that claimed a line, sorted.
         counts: ``(kind, n)`` for each of ``status.KINDS``.
+        log_lag: the most a login acted on since the record before lagged behind its own
+            line's time, in seconds (None: no login since); for ``--metrics``.
         logins_last_minute: logins (new, renewed or refused) read in the last 60 seconds;
             None from a daemon that did not count them. Why the daemon counts: a renewal is
             no event (at thousands a second, one each would be most of the work).
@@ -90,6 +98,7 @@ class DaemonStatus:
     hits: tuple[tuple[str, int], ...] = ()
     counts: tuple[tuple[str, int], ...] = ()
     logins_last_minute: int | None = None
+    log_lag: float | None = None
     expire: float | None = None
     state: str | None = None
     grants: int = 0
@@ -106,7 +115,7 @@ class DaemonStatus:
             "pattern_sets": list(self.pattern_sets),
             "hits": dict(self.hits),
             "counts": dict(self.counts),
-            "logins_last_minute": self.logins_last_minute,
+            "logins_last_minute": self.logins_last_minute, "log_lag": self.log_lag,
             "expire": self.expire, "state": self.state, "grants": self.grants,
         }
 
@@ -125,7 +134,7 @@ class DaemonStatus:
             sinks=tuple(SinkStatus.from_json(x) for x in _list(doc, "sinks")),
             pattern_sets=tuple(_str(x, "pattern_sets[]") for x in _list(doc, "pattern_sets")),
             hits=_tally(doc, "hits"), counts=_tally(doc, "counts"),
-            logins_last_minute=_typed(doc, "logins_last_minute", int, None),
+            logins_last_minute=_typed(doc, "logins_last_minute", int, None), log_lag=_number(doc, "log_lag"),
             expire=_number(doc, "expire"), state=_typed(doc, "state", str, None), grants=_typed(doc, "grants", int, 0),
         )
 

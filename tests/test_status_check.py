@@ -94,4 +94,18 @@ def test_metrics_count_logins_and_refusals_by_reason(run: Callable[..., Run], tm
                    "relaywatch_grants 1", 'relaywatch_events_total{kind="authorised"} 1',
                    f'relaywatch_sink_ok{{sink="relayctrl:{r.rc}"}} 1', "# TYPE relaywatch_logins_total counter"):
         assert sample in text, text
+    lag = [line for line in text.splitlines() if line.startswith("relaywatch_log_lag_seconds ")]
+    assert lag and 0 <= float(lag[0].split()[1]) < 30, text  # a login line's own time, to the second
     assert r.stop() == 0
+
+
+def test_metrics_give_each_sinks_last_update_time_and_the_log_lag() -> None:
+    from logwatch import metrics
+    from logwatch.statusrecord import DaemonStatus, SinkStatus
+
+    record = DaemonStatus(sinks=(SinkStatus("hash:/var/lib/relaywatch/relay_clients", update_seconds=0.042),
+                                 SinkStatus("relayctrl:/var/spool/relay-ctrl/allow")), log_lag=0.25)
+    text = metrics.render(record, {})
+    assert 'relaywatch_sink_update_seconds{sink="hash:/var/lib/relaywatch/relay_clients"} 0.042' in text
+    assert "relayctrl" not in "".join(line for line in text.splitlines() if "update_seconds{" in line)
+    assert "relaywatch_log_lag_seconds 0.25" in text

@@ -44,6 +44,9 @@ class Health:
     ok: bool = True
     error: str = ""
     last_ok: float | None = None
+    #: How long the sink's last publication took, in seconds, for a sink that does the work
+    #: after ``commit`` returned (the Postfix map's batch or rebuild); None otherwise.
+    update_seconds: float | None = None
 
 
 @runtime_checkable

@@ -135,7 +135,8 @@ class Outlet:
         # A sink failing on its own that never finished its work has no last good time.
         last_ok = own.last_ok if own.last_ok is not None else self.last_ok if own.ok else None
         return SinkStatus(self.spec, ok=not self.failing and not self.backlog and own.ok, last_ok=last_ok,
-                          error=self.failing or own.error, backlog=len(self.backlog))
+                          error=self.failing or own.error, backlog=len(self.backlog),
+                          update_seconds=own.update_seconds)
 
     def close(self) -> None:
         """Close the sink; a failure to close is logged, never raised."""

@@ -161,6 +161,7 @@ class PostfixMapSink:
         self._published = 0  # generation of the map now live
         #: Seconds since the epoch of the last successful publication, or None.
         self.last_success: float | None = None
+        self.last_took: float | None = None
         #: One line describing the last failure, or "" once a publication succeeds again.
         self.last_error = ""
         #: Whole rebuilds, batches applied in place, and postmap runs (tests, benchmark).
@@ -224,7 +225,8 @@ class PostfixMapSink:
         otherwise be invisible to the daemon's status while smtpd answers ``451 4.3.5``.
         """
         with self._cond:
-            return Health(ok=not self.last_error, error=self.last_error, last_ok=self.last_success)
+            return Health(ok=not self.last_error, error=self.last_error, last_ok=self.last_success,
+                          update_seconds=self.last_took)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the latest commit is live; False on timeout (e.g. while retrying)."""
@@ -286,14 +288,16 @@ class PostfixMapSink:
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_initial
+            took = time.monotonic() - started
             if done:
                 log.log(logging.INFO if done.startswith("rebuilt") else logging.DEBUG,
-                        "%s: %s in %.0f ms", self.spec, done,
-                        (time.monotonic() - started) * 1000)
+                        "%s: %s in %.0f ms", self.spec, done, took * 1000)
             with self._cond:
                 self._published = max(self._published, generation)
                 self.last_error = ""
                 self.last_success = time.time()
+                if done:
+                    self.last_took = took
                 self._cond.notify_all()
 
     def _publish(self, changes: dict[str, bool]) -> str:
