@@ -19,8 +19,10 @@ What it does, end to end, with nothing but files and processes:
 
 It reports, for the steady phase: login -> published p50/p99/max of the sampled new
 addresses (from the moment the writer wrote the line), the log lag (bytes written but not
-yet read, from relaywatch's checkpoint, in seconds of log), the daemon's CPU (share of one
-core), its peak RSS, and for maps the rebuild/update durations relaywatch logged. It prints
+yet read, from relaywatch's checkpoint, in seconds of log; the checkpoint is saved once a
+second, so this reads up to a second high), the daemon's CPU (share of one core; postmap's
+own is not in it), its peak RSS, and for maps the whole rebuilds relaywatch logged (warm-up
+included; batches applied in place are logged at debug level only). It prints
 one line of JSON at the end for the README table. A script that prints figures, not a test;
 the machine it runs on should be otherwise idle.
 """
@@ -267,7 +269,8 @@ def main() -> int:
           f"login -> published p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms (n={len(samples)}); "
           f"log lag max {result['lag_s_max']} s; daemon CPU {cpu:.0%} of a core; peak RSS {rss:.0f} MB")
     if updates:
-        print(f"map updates: {len(updates)}, p50 {result['map_update_p50_ms']} ms, max {result['map_update_max_ms']} ms")
+        print(f"whole map rebuilds (the INFO lines; batches in place log at debug): {len(updates)}, "
+              f"p50 {result['map_update_p50_ms']} ms, max {result['map_update_max_ms']} ms")
     print(json.dumps(result))
     if not a.keep:
         subprocess.run(["rm", "-rf", str(work)])
