@@ -569,6 +569,26 @@ class DovecotLab:
             self._wait(logout, f"{protocol} logout of {user!r} (mpid {mpid}, session {session})")
         return Attempt(protocol, "login", user, source, line, answered)
 
+    def connect(self, protocol: Protocol, user: str, source: str = "127.0.0.1") -> Held:
+        """Log in with the right password from ``source`` and stay connected (``--sessions``).
+
+        Returns when the login process's line is in the log; the session's mail process
+        (``Held.mpid``) then serves the connection until ``Held.logout``, a kill, or
+        Dovecot's stop. The caller closes it (``Held.logout`` or ``Held.close``).
+        """
+        self._check(source)
+        client = _Client(protocol, source, self._port(protocol), self.deadline)
+        try:
+            client.login(user, self.users[user])
+        except BaseException:
+            client.drop()
+            raise
+        tail = f"{LOGIN_MESSAGE[self.version]} user=<{user}>, method=PLAIN, rip={source}, lip="
+        line = self._wait(lambda s: f"{protocol}-login: " in s and tail in s,
+                          f"{protocol} Login of {user!r} from {source}")
+        return Held(self, client, protocol, user, source, line, int(_last_field(line, "mpid=", ",")),
+                    _last_field(line, "session=<", ">"))
+
     def fail_login(self, protocol: Protocol, user: str, source: str = "127.0.0.1") -> Attempt:
         """Try a wrong password (or any name at all) from ``source``, then log out.
 
@@ -924,6 +944,41 @@ exec chroot "$root" "$@"
             raise LabError("the lab is not running")
         if not ipaddress.ip_address(source).is_loopback:
             raise ValueError(f"source {source} is not a loopback address")
+
+
+class Held:
+    """A session kept open (``DovecotLab.connect``): NOOPs keep it busy, ``logout`` ends it.
+
+    Attributes:
+        line: the login process's line; ``mpid`` the mail process serving the session;
+        ``session`` the session id Dovecot gave it (the mail process's log prefix carries it).
+    """
+
+    def __init__(self, lab: DovecotLab, client: _Client, protocol: Protocol, user: str, source: str,
+                 line: str, mpid: int, session: str) -> None:
+        self.lab, self.client, self.protocol, self.user, self.source = lab, client, protocol, user, source
+        self.line, self.mpid, self.session = line, mpid, session
+
+    def noop(self) -> None:
+        """One NOOP, as an idle client's keep-alive (raises if the server is gone)."""
+        self.client.conn.noop()
+
+    def logout(self) -> str:
+        """Log out; return the mail process's ``Disconnected: Logged out`` line (its prefix
+        carries this session's id) once it is in the log."""
+        self.client.__exit__(None, None, None)
+        self.client.dropped = True
+        mark = f"<{self.mpid}><{self.session}>: "
+        return self.lab._wait(lambda s: mark in s and "Disconnected: Logged out" in s,
+                              f"{self.protocol} logout of session {self.session}")
+
+    def close(self) -> None:
+        """Drop the connection without a word (after a kill or a restart: nothing to wait for)."""
+        if not self.client.dropped:
+            try:
+                self.client.drop()
+            except OSError:
+                pass
 
 
 class _Client:
