@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from logwatch import logsetup, metrics, notify, startup, timestamps
@@ -44,7 +45,7 @@ from logwatch.reporter import Reporter
 from logwatch.sinks import Sink
 from logwatch.sinks.outlet import Outlet
 from logwatch.sources import LineSource
-from logwatch.sources.tail import open_source
+from logwatch.sources.tail import FirstStart, open_source
 from logwatch.startup import StartError
 from logwatch.statusrecord import DaemonStatus, LogStatus, SinkStatus
 from logwatch.viewers import Viewers
@@ -81,14 +82,15 @@ class Daemon:
             pattern sets). May raise; the daemon then keeps running on the old ones.
         clock: seconds since the epoch; tests pass their own.
         sinks: sinks already open (tests); default: opened from the settings at ``start``.
-        open_source: opens the logs (tests pass their own); default ``tail.open_source``.
+        open_source: opens the logs (tests pass their own); default ``tail.open_source``, a
+            file without a checkpoint read back ``--expire`` (``tail.FirstStart``).
         control: open the control channel beside ``--state`` (``control``; ``relaywatch run``
             does; in-process tests that crash a daemon and start another one do not).
     """
 
     def __init__(self, settings: Settings, reload_settings: Callable[[], Settings] | None = None,
                  clock: Callable[[], float] = time.time, *, sinks: Sequence[Sink] | None = None,
-                 open_source: OpenSource = open_source, control: bool = False) -> None:
+                 open_source: OpenSource | None = None, control: bool = False) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self._clock = clock
@@ -179,8 +181,9 @@ class Daemon:
     def _open_logs(self, now: float) -> LineSource:
         """The files (``--log``), the journal (``--journal``), or both as one source."""
         s = self.settings
-        files = self._open_source([os.path.abspath(p) if p != "-" else p for p in s.log],
-                                  self.durability.directory) if s.log else None
+        opener = self._open_source or partial(open_source, first_start=FirstStart(self.ledger.expire_after, now))
+        files = opener([os.path.abspath(p) if p != "-" else p for p in s.log],
+                       self.durability.directory) if s.log else None
         if not s.journal:
             assert files is not None
             return files

@@ -19,6 +19,10 @@ on a batch first and saves the checkpoint after, so a crash re-reads a line rath
 losing one. Opening a file that cannot be read (permissions, a vanished directory) is
 retried with backoff and reported once; nothing here raises for a log that misbehaves.
 
+A file without a checkpoint starts at its end, or, with ``first_start`` (the daemon passes
+``--expire``), at the first line inside ``--expire`` before its end, found by bisection on
+the lines' own times (``lookback``): only the live file, never a rotated predecessor.
+
 Why not trust events alone: inotify misses writes on NFS and events for a directory that
 was replaced; the recheck timer (``RECHECK`` seconds) bounds how late such a change is seen.
 """
@@ -34,6 +38,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -42,8 +48,9 @@ from watchdog.observers.polling import PollingObserver
 
 from logwatch import checkpoint as ckpt
 from logwatch.checkpoint import FilePosition, LogCheckpoint
+from logwatch.durations import format_duration
 from logwatch.reporter import Reporter
-from logwatch.sources import Batch, LineSource
+from logwatch.sources import Batch, LineSource, lookback
 from logwatch.sources.lines import DEFAULT_CAP, LineSplitter, decode_batch
 from logwatch.sources.stdin import StdinSource
 
@@ -89,6 +96,30 @@ def _first_line(fd: int) -> bytes:
     if end >= 0:
         return head[: end + 1]
     return head if len(head) == FINGERPRINT_BYTES else b""
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    """How far a first start (no checkpoint) reads back: ``--expire`` before ``now``.
+
+    Attributes:
+        expire: seconds (``--expire``).
+        now: seconds since the epoch at start: the window is ``now - expire`` on (less
+            ``lookback.SLACK``), and year-less stamps take their year from it.
+    """
+
+    expire: float
+    now: float
+
+
+def _ago(seconds: float) -> str:
+    """``28m14s``, ``1h02m03s``, ``45s``: how far a first start looked back."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 class _Open:
@@ -206,8 +237,12 @@ def _end_offset(fd: int, size: int) -> int:
 class _Follower:
     """Follow one path: its live file and any rotated files still being drained."""
 
-    def __init__(self, path: str, resume: LogCheckpoint | None, cap: int, grace: float, now: float) -> None:
+    def __init__(self, path: str, resume: LogCheckpoint | None, cap: int, grace: float, now: float,
+                 first: FirstStart | None = None) -> None:
         self.path = path
+        self.first_start = first
+        #: What the first start's look back found (None: not done, or started at the end).
+        self.looked_back: lookback.Start | None = None
         self.directory, self.base = os.path.split(path)
         self.cap = cap
         self.grace = grace
@@ -483,7 +518,10 @@ class _Follower:
                 offset = _end_offset(fd, min(self.end_seen[1], st.st_size))
             else:
                 offset = 0  # replaced since we started: all of it is new
-            log.info("%s: first start, reading from its end (offset %d)", self.path, offset)
+            if self.first_start is not None and (self.end_seen is None or self.end_seen[0] == st.st_ino):
+                offset = self._look_back(fd, offset, self.first_start)
+            else:
+                log.info("%s: first start, reading from its end (offset %d)", self.path, offset)
         elif isinstance(want, FilePosition):
             offset = self._resume_offset(fd, st, want, now)
         else:
@@ -491,6 +529,38 @@ class _Follower:
             log.info("%s: reading inode %d from offset %d", self.path, st.st_ino, offset)
         self.live = _Open(fd, st, offset, self.cap, now)
         self.want = 0
+
+    def _look_back(self, fd: int, end: int, first: FirstStart) -> int:
+        """Where a first start reads from: the first line inside ``--expire`` (``lookback``).
+
+        Only the live file is searched, never a rotated predecessor (``mail.log.1``): a first
+        start happens once per install, the predecessor may be compressed or named by date,
+        and a POP-before-SMTP client checks its mail every few minutes, so one whose login
+        is in the predecessor is authorised again at its next check. Said when it matters.
+        """
+        def read(offset: int, size: int) -> bytes:
+            return os.pread(fd, size, offset)
+
+        time_of = lookback.line_timer(datetime.fromtimestamp(first.now).astimezone())
+        found = lookback.find_start(read, end, first.now - first.expire - lookback.SLACK, time_of)
+        self.looked_back = found
+        expire = format_duration(first.expire)
+        if found.newest is None:
+            log.info("%s: first start: no line in its last %d bytes carries a time relaywatch can read (no "
+                     "timestamps?); reading from its end (offset %d), as lines without a time would be taken "
+                     "as new", self.path, min(end, lookback.TAIL_MAX), end)
+        elif found.offset == end:
+            log.info("first start: nothing of %s is within --expire %s (its last line is %s old); reading from "
+                     "its end (offset %d)", self.path, expire, _ago(first.now - found.newest), end)
+        else:
+            back = _ago(first.now - found.oldest) if found.oldest is not None else "?"
+            log.info("first start: read back %s (%s bytes) of %s to cover --expire %s (searched %s bytes)",
+                     back, f"{end - found.offset:,}", self.path, expire, f"{found.bytes_read:,}")
+            if found.offset == 0 and found.oldest is not None and first.now - found.oldest < first.expire:
+                log.info("%s: its first line is only %s old: logins before it (if any, in the rotated file) "
+                         "are not read back (a client is authorised again when it next logs in)",
+                         self.path, _ago(first.now - found.oldest))
+        return found.offset
 
     def _resume_offset(self, fd: int, st: os.stat_result, want: FilePosition, now: float) -> int:
         # The device is not compared: LVM, NFS and btrfs may number it differently after a
@@ -588,12 +658,14 @@ class Tail:
     Args:
         paths: the logs to follow.
         resume: saved checkpoints by path (see ``checkpoint.load``); a path without one
-            starts at the end of its file.
+            starts at the end of its file, or ``first_start.expire`` back from it.
         backend: "auto" (inotify where available, else polling), "inotify" or "polling".
             Polling is for file systems where inotify sees nothing (NFS, some FUSE).
         cap: the most bytes kept of one line.
         grace: seconds a rotated file must be quiet before it is closed.
         recheck: seconds between sweeps when no event comes.
+        first_start: for a path without a checkpoint, read back this far (``lookback``);
+            None starts at its end.
     """
 
     def __init__(
@@ -605,12 +677,13 @@ class Tail:
         cap: int = DEFAULT_CAP,
         grace: float = GRACE,
         recheck: float = RECHECK,
+        first_start: FirstStart | None = None,
     ) -> None:
         resume = {os.path.abspath(p): cp for p, cp in (resume or {}).items()}
         now = time.monotonic()
         self._followers = []
         for p in dict.fromkeys(os.path.abspath(p) for p in paths):
-            self._followers.append(_Follower(p, resume.get(p), cap, grace, now))
+            self._followers.append(_Follower(p, resume.get(p), cap, grace, now, first_start))
         if not self._followers:
             raise ValueError("no log to follow")
         self.recheck = recheck
@@ -731,6 +804,11 @@ class Tail:
             self._wake.wait(min(remaining, max(0.0, self._next_recheck - time.monotonic())))
         return []
 
+    @property
+    def looked_back(self) -> dict[str, lookback.Start]:
+        """What each first start's look back found, by path (``FirstStart``)."""
+        return {f.path: f.looked_back for f in self._followers if f.looked_back is not None}
+
     def checkpoints(self) -> list[LogCheckpoint]:
         out = []
         for f in self._followers:
@@ -756,12 +834,16 @@ def open_source(
     backend: Backend = "auto",
     cap: int = DEFAULT_CAP,
     grace: float = GRACE,
+    first_start: FirstStart | None = None,
 ) -> LineSource:
     """Return the source for ``--log`` arguments: files to follow, or ``-`` alone.
 
     Args:
         logs: the paths, or ["-"] for standard input.
-        state_dir: where checkpoints live; None starts every file at its end.
+        state_dir: where checkpoints live; None starts every file at its end (or
+            ``first_start`` back from it).
+        first_start: how far back a file without a checkpoint is read (``--expire``);
+            None: from its end.
     Raises:
         ValueError: ``-`` combined with files, or no log at all.
     """
@@ -771,7 +853,7 @@ def open_source(
             raise ValueError("--log - (standard input) cannot be combined with files")
         return StdinSource(cap=cap)
     resume = {p: ckpt.load(state_dir, p) for p in logs} if state_dir is not None else None
-    return Tail(logs, resume, backend=backend, cap=cap, grace=grace)
+    return Tail(logs, resume, backend=backend, cap=cap, grace=grace, first_start=first_start)
 
 
 if __name__ == "__main__":  # pragma: no cover - look at it by eye: python -m logwatch.sources.tail FILE...
