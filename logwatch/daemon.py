@@ -392,9 +392,21 @@ class Daemon:
                     said = f"sessions ended ({change.reason}), authorised"
                 log.info("%s %s (%s, user=<%s>) until %s", said, g.ip, g.service, printable(g.user),
                          datetime.fromtimestamp(g.until).astimezone().isoformat(timespec="seconds"))
-            self.viewers.event(verb, now, g.ip, g.user, g.service, change.reason)
+            self.viewers.event(verb, now, g.ip, g.user, g.service, self._why(change))
         for outlet in self.outlets:
             outlet.send(changes, now)
+
+    def _why(self, change: Change) -> str:
+        """The reason an event gives (``--sessions``: why the address is still authorised)."""
+        if change.kind == DROP:
+            return change.reason
+        if change.reason in _SESSION_ENDS:
+            return (f"last session ended ({change.reason}): kept {format_duration(self.ledger.expire_after)} "
+                    "after it")
+        connected = self.ledger.open_sessions(change.grant.ip)
+        if connected:
+            return f"{change.reason}, connected ({connected} session{'' if connected == 1 else 's'})"
+        return change.reason
 
     def _serve(self, now: float) -> None:
         """Answer the control channel's requests (``admin``): on this thread, so a change by

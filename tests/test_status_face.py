@@ -31,7 +31,7 @@ LEFT = re.compile(r"\b(?:\d+m\d\ds|\d+s)\b")
 class Daemon:
     """``python -m logwatch run`` over a log, a relay-ctrl directory and a state file in ``tmp``."""
 
-    def __init__(self, tmp: Path, expire: str = "30m") -> None:
+    def __init__(self, tmp: Path, expire: str = "30m", *extra: str) -> None:
         self.log = tmp / "mail.log"
         self.rc = tmp / "relay-ctrl"
         self.state = tmp / "state" / "state.json"
@@ -40,7 +40,7 @@ class Daemon:
         self.state.parent.mkdir()
         self.log.touch()
         args = [sys.executable, "-m", "logwatch", "run", "--log", str(self.log), "--relay-ctrl-dir", str(self.rc),
-                "--state", str(self.state), "--expire", expire]
+                "--state", str(self.state), "--expire", expire, *extra]
         with self.stderr.open("ab") as err:
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(args, stderr=err, stdin=subprocess.DEVNULL)
         wait_for(lambda: "following " in self.errors() or self.proc is None or self.proc.poll() is not None,
@@ -125,7 +125,7 @@ def test_json_for_scripts(daemon: Daemon, lab: DnsLab, capsys: pytest.CaptureFix
     assert status.run(parse("--state", str(daemon.state), "--resolver", lab.address, "--json")) == 0
     doc = json.loads(capsys.readouterr().out)
     assert sorted(doc) == sorted(["format", "version", "now", "state", "daemon", "expire", "entries", "oldest",
-                                  "sinks", "pattern_sets", "logins_per_minute", "grants"])
+                                  "sinks", "pattern_sets", "logins_per_minute", "sessions", "grants"])
     assert (doc["format"], doc["version"], doc["expire"], doc["entries"]) == ("relaywatch-status-view", 1, 1800, 4)
     assert doc["daemon"]["running"] is True and doc["daemon"]["pid"] == daemon.proc.pid  # type: ignore[union-attr]
     assert doc["pattern_sets"] == {"dovecot-2.0-2.3": 4}
@@ -135,7 +135,9 @@ def test_json_for_scripts(daemon: Daemon, lab: DnsLab, capsys: pytest.CaptureFix
     assert set(by_ip) == {c[0] for c in CLIENTS}
     assert {ip: g["name"] for ip, g in by_ip.items()} == {ip: PTR.get(ip) for ip, _, _ in CLIENTS}
     for g in doc["grants"]:
-        assert sorted(g) == ["count", "first", "ip", "last", "left", "name", "service", "until", "user"]
+        assert sorted(g) == ["count", "first", "ip", "last", "left", "name", "service", "sessions", "until", "user",
+                             "why"]
+        assert (g["sessions"], g["why"]) == (0, "last login")
         assert g["until"] == g["last"] + 1800
         assert 1700 < g["left"] <= 1800
 
@@ -212,3 +214,38 @@ def test_unreadable_events_are_one_line(daemon: Daemon, capsys: pytest.CaptureFi
     journal.mkdir()  # unreadable as a file, for root too
     assert usage_error(["--state", str(daemon.state), "--no-dns"], capsys) == (
         f"relaywatch status: {journal}: cannot read the daemon's events: Is a directory\n")
+
+
+def test_open_sessions_per_address_read_from_the_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--sessions: a connected client shows ``connected, N sessions`` instead of a countdown, in
+    the table and in --json (``why``), read from the state's sessions table; events say why."""
+    d = Daemon(tmp_path, "30m", "--sessions")
+    try:
+        stamp = time.strftime("%b %e %H:%M:%S")
+        with d.log.open("a") as f:
+            for n, sid in enumerate(("kcwIVMRgFZp/AAAD", "kcwIVMRgFZp/AAAE")):
+                f.write(f"{stamp} mx dovecot: imap-login: Login: user=<bob>, method=PLAIN, rip=192.0.2.7, "
+                        f"lip=192.0.2.1, mpid={4101 + n}, TLS, session=<{sid}>\n")
+        d.login("198.51.100.2", "eve", "pop3-login")
+        wait_for(lambda: d.published({"192.0.2.7", "198.51.100.2"})
+                 and len(state.read_all(d.state)[1]) == 2, "the grants and sessions in the state")
+        code, out = show("--state", str(d.state), "--no-dns")
+        assert code == 0
+        lines = out.splitlines()
+        assert lines[1].startswith("2 entries · oldest ") and lines[1].endswith(" · 2 sessions open"), lines[1]
+        (row,) = [line for line in lines if line.startswith("192.0.2.7 ")]
+        assert row.split()[1:3] == ["bob", "imap"] and "connected, 2 sessions" in row and not LEFT.search(row), row
+        (other,) = [line for line in lines if line.startswith("198.51.100.2 ")]
+        assert LEFT.search(other) and "connected" not in other, other
+        assert status.run(parse("--state", str(d.state), "--no-dns", "--json")) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["sessions"] == 2
+        assert [(g["ip"], g["sessions"], g["why"]) for g in doc["grants"]] == [
+            ("198.51.100.2", 0, "last login"), ("192.0.2.7", 2, "connected")]
+        events = [json.loads(line) for line in (d.state.parent / "events.jsonl").read_text().splitlines()]
+        said = [(e["ip"], e["reason"]) for e in events if e["kind"] == "authorised"]
+        # (1 or 2 sessions: as many as were open when the step that read the login published it)
+        assert said in ([("192.0.2.7", "login, connected (1 session)"), ("198.51.100.2", "login")],
+                        [("192.0.2.7", "login, connected (2 sessions)"), ("198.51.100.2", "login")]), said
+    finally:
+        d.kill()

@@ -236,3 +236,54 @@ def test_the_status_record_reads_back_what_it_writes_and_names_a_wrong_key() -> 
         DaemonStatus.from_json({**STATUS, "sinks": [{"spec": "x", "ok": False, "backlog": "2"}]})
     with pytest.raises(ValueError, match="^started: expected a number"):
         DaemonStatus.from_json({**STATUS, "started": "yesterday"})
+
+
+SESSIONS = {"192.0.2.7": 2, "2001:db8::25": 1}
+
+
+def test_grant_table_shows_connected_addresses_instead_of_a_countdown() -> None:
+    table = GrantTable(sort_grants(GRANTS, "left", SESSIONS), NOW, EXPIRE, NAMES, UTC, sessions=SESSIONS)
+    assert render(table) == (  # connected last in time-left order, with a full bar
+        "address      name    user svc  first        last                      left      \n"
+        "────────────────────────────────────────────────────────────────────────────────\n"
+        "198.51.100.2 …       eve  pop3 08:31:40     08:31:40                 1m40s █░░░░\n"
+        "2001:db8::25 -       ali… imap Nov 20 08:00 08:45:00  connected, 1 session █████\n"
+        "192.0.2.7    mail.e… bob  imap 08:35:00     08:59:00 connected, 2 sessions █████\n"
+    )
+    one = GrantTable(sort_grants(GRANTS, "left", {"192.0.2.7": 1}), NOW, EXPIRE, None, UTC, sessions={"192.0.2.7": 1})
+    assert render(one) == (
+        "address      user  svc  first        last                     left           \n"
+        "─────────────────────────────────────────────────────────────────────────────\n"
+        "198.51.100.2 eve   pop3 08:31:40     08:31:40                1m40s █░░░░░░░░░\n"
+        "2001:db8::25 alice imap Nov 20 08:00 08:45:00               15m00s █████░░░░░\n"
+        "192.0.2.7    bob   imap 08:35:00     08:59:00 connected, 1 session ██████████\n"
+    )
+
+
+def test_header_counts_open_sessions() -> None:
+    snap = Snapshot(NOW, GRANTS, EXPIRE, RECORD, True, (), "/var/lib/relaywatch/state.json", SESSIONS)
+    assert render(Header(snap, UTC)).splitlines()[1] == (
+        "3 entries · oldest Nov 20 08:00 · expire 30m · logins 0/min · 3 sessions open ·…")
+    one = Snapshot(NOW, GRANTS[:1], EXPIRE, None, False, (), "s", {"192.0.2.7": 1})
+    assert render(Header(one, UTC)).splitlines()[1] == (
+        "1 entry · oldest 08:35:00 · expire 30m · logins 0/min · 1 session open")
+
+
+def test_screen_with_sessions_at_80x24() -> None:
+    events = (*EVENTS, {"t": NOW - 2, "kind": "authorised", "ip": "2001:db8::25", "user": "alice",
+                        "service": "imap-login", "reason": "login, connected (1 session)"},
+              {"t": NOW - 1, "kind": "authorised", "ip": "198.51.100.2", "user": "eve", "service": "imap-login",
+               "reason": "last session ended (logout): kept 30m after it"})
+    snap = Snapshot(NOW, GRANTS, EXPIRE, RECORD, True, events, "/var/lib/relaywatch/state.json", SESSIONS)
+    lines = render(Screen(snap, View(), None, UTC), height=24).splitlines()
+    assert lines[5:10] == [
+        "address      user  svc  first        last                      left             ",
+        "──────────────────────────────────────────────────────────────────────────────  ",
+        "198.51.100.2 eve   pop3 08:31:40     08:31:40                 1m40s █░░░░░░░░░  ",
+        "2001:db8::25 alice imap Nov 20 08:00 08:45:00  connected, 1 session ██████████  ",
+        "192.0.2.7    bob   imap 08:35:00     08:59:00 connected, 2 sessions ██████████  ",
+    ]
+    assert lines[-3:-1] == [
+        "08:59:58 authorised 2001:db8::25 user=alice imap: login, connected (1 session)  ",
+        "08:59:59 authorised 198.51.100.2 user=eve imap: last session ended (logout): ke…",
+    ]

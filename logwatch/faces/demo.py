@@ -23,7 +23,7 @@ from rich.text import Text
 from logwatch import config, postfix, replay, status
 from logwatch.daemon import Daemon
 from logwatch.display import printable
-from logwatch.faces.views import EventFeed, GrantTable, Header, Snapshot
+from logwatch.faces.views import EventFeed, GrantTable, Header, Snapshot, session_counts
 
 
 def sample_log() -> Path:
@@ -95,8 +95,10 @@ def run(console: Console | None = None, gap: float = 0.4, expire: int = 6) -> in
             events = status.read_events(status.directory_of(state_file))
             if live:
                 snap = Snapshot(now, tuple(daemon.ledger.grants()), daemon.ledger.expire_after,
-                                daemon.status(now, True), True, tuple(events), str(state_file))
-                live.update(Group(Header(snap), GrantTable(snap.grants, now, snap.expire, None, None, limit=12),
+                                daemon.status(now, True), True, tuple(events), str(state_file),
+                                session_counts(daemon.ledger.sessions()))
+                live.update(Group(Header(snap), GrantTable(snap.grants, now, snap.expire, None, None, limit=12,
+                                                           sessions=snap.sessions),
                                   EventFeed(snap.events, now, 8, None)))
             else:
                 for event in events[shown:]:

@@ -13,12 +13,17 @@ after it stopped (then it says so, and shows the grants as the daemon left them)
      "entries", "oldest",                                      (earliest first login, or null)
      "sinks": [{"spec", "ok", "last_ok", "error", "backlog"}],
      "pattern_sets": {"set": hits}, "logins_per_minute",
-     "grants": [{"ip", "name", "user", "service", "first", "last", "count", "until", "left"}]}
+     "sessions",                                               (open sessions, --sessions)
+     "grants": [{"ip", "name", "user", "service", "first", "last", "count", "until", "left",
+                 "sessions", "why"}]}
 
 ``grants`` come soonest-to-expire first. ``name`` is the PTR name, or null (``--no-dns``,
 no PTR, or no answer within 1 s); ``left`` is ``until - now`` in seconds (negative once
 expired: a stopped daemon withdrew nothing); ``until`` and ``left`` are null when the
-daemon's ``--expire`` is unknown (no ``status.json``).
+daemon's ``--expire`` is unknown (no ``status.json``). ``sessions`` is how many sessions
+from that address are open (``--sessions``; the state's ``sessions`` table), and ``why`` says
+why it may relay: ``connected`` (a session is open: no countdown) or ``last login`` (until
+``--expire`` after its last login, or after its last session ended).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from rich.console import Console
 
 from logwatch import ptr, state, status
 from logwatch.faces import check
-from logwatch.faces.views import GrantTable, Header, Snapshot, matched_sets, sort_grants
+from logwatch.faces.views import GrantTable, Header, Snapshot, matched_sets, session_counts, sort_grants
 from logwatch.model import Grant
 from logwatch.statusrecord import DaemonStatus
 
@@ -103,7 +108,8 @@ class Reader:
         Raises:
             UsageError: a file cannot be read (permission) or is not what the daemon writes.
         """
-        grants: tuple[Grant, ...] = self._cached(self._state, state.watched(self.path), self._read_grants)
+        grants: tuple[Grant, ...]
+        grants, sessions = self._cached(self._state, state.watched(self.path), self._read_grants)
         record: tuple[DaemonStatus, bool] | None = self._cached(self._status, [self.directory / status.STATUS],
                                                                 self._read_status)
         events = self._cached(self._events, [self.directory / status.JOURNAL, self.directory / (status.JOURNAL + ".1")],
@@ -113,7 +119,7 @@ class Reader:
         if expire is not None:
             grants = tuple(replace(g, until=g.last + expire) for g in grants)
         running = record is not None and record[1] and _exists(doc.pid if doc else None)
-        return Snapshot(now, grants, expire, doc, running, events, str(self.path))
+        return Snapshot(now, grants, expire, doc, running, events, str(self.path), session_counts(sessions))
 
     @staticmethod
     def _cached(seen: _Seen, paths: list[Path], read: Callable[[], Any]) -> Any:
@@ -131,13 +137,14 @@ class Reader:
             seen.value, seen.key = read(), signature
         return seen.value
 
-    def _read_grants(self) -> tuple[Grant, ...]:
-        # state.read, not state.load: a read-only connection that never blocks the daemon,
+    def _read_grants(self) -> tuple[tuple[Grant, ...], tuple[state.SessionRow, ...]]:
+        """The grants and the open sessions (one read transaction)."""
+        # state.read_all, not state.load: a read-only connection that never blocks the daemon,
         # and load renames an unreadable file aside: a viewer must never move the daemon's files.
         try:
-            return state.read(self.path)
+            return state.read_all(self.path)
         except FileNotFoundError:
-            return ()
+            return (), ()
         except OSError as exc:
             raise UsageError(f"--state {self.path}: cannot read: {exc.strerror}") from None
         except state.StateError as exc:
@@ -195,11 +202,14 @@ def document(snap: Snapshot, names: dict[str, str | None] | None) -> dict[str, A
         "sinks": [sink.to_json() for sink in doc.sinks] if doc is not None else [],
         "pattern_sets": dict(matched_sets(snap.status)),
         "logins_per_minute": snap.logins_per_minute(),
+        "sessions": sum(snap.sessions.values()),
         "grants": [{"ip": g.ip, "name": (names or {}).get(g.ip), "user": g.user, "service": g.service,
                     "first": g.first, "last": g.last, "count": g.count,
                     "until": g.until if snap.expire else None,
-                    "left": round(g.until - snap.now, 3) if snap.expire else None}
-                   for g in sort_grants(snap.grants, "left")],
+                    "left": round(g.until - snap.now, 3) if snap.expire else None,
+                    "sessions": snap.sessions.get(g.ip, 0),
+                    "why": "connected" if snap.sessions.get(g.ip) else "last login"}
+                   for g in sort_grants(snap.grants, "left", snap.sessions)],
     }
 
 
@@ -229,7 +239,8 @@ def run(args: argparse.Namespace, console: Console | None = None, now: float | N
     console.print(Header(snap))
     if snap.running and (check.age(snap) or 0.0) > check.STALE:  # hung, or killed without a word
         console.print(check.written_line(snap), style="bold red")
-    console.print(GrantTable(sort_grants(snap.grants, "left"), snap.now, snap.expire, labels))
+    console.print(GrantTable(sort_grants(snap.grants, "left", snap.sessions), snap.now, snap.expire, labels,
+                             sessions=snap.sessions))
     return 0
 
 

@@ -56,6 +56,9 @@ class Snapshot:
         running: the daemon says it runs and its process exists.
         events: recent events, oldest first (``status.read_events``).
         state: the ``--state`` path, for messages.
+        sessions: open sessions per address (``--sessions``), read from the state's
+            ``sessions`` table: an address with any is authorised while connected, whatever
+            its countdown says.
     """
 
     now: float
@@ -65,6 +68,7 @@ class Snapshot:
     running: bool
     events: tuple[Mapping[str, Any], ...] = ()
     state: str = ""
+    sessions: Mapping[str, int] = field(default_factory=dict)
 
     def logins_per_minute(self) -> int:
         """Logins of the last minute: the running daemon's own count (renewals are no events),
@@ -72,6 +76,19 @@ class Snapshot:
         if self.running and self.status is not None and self.status.logins_last_minute is not None:
             return self.status.logins_last_minute
         return logins_per_minute(self.events, self.now)
+
+
+def connected_text(sessions: int) -> str:
+    """The table's ``left`` for an address with open sessions: ``connected, 2 sessions``."""
+    return f"connected, {sessions} session{'' if sessions == 1 else 's'}"
+
+
+def session_counts(rows: Iterable[tuple[str, str, float]]) -> dict[str, int]:
+    """Open sessions per address, from the state's ``(session id, ip, start)`` rows."""
+    counts: dict[str, int] = {}
+    for _sid, ip, _start in rows:
+        counts[ip] = counts.get(ip, 0) + 1
+    return counts
 
 
 def left_text(seconds: float) -> str:
@@ -124,10 +141,12 @@ def _ip_key(ip: str) -> tuple[int, int, str]:
     return (address.version, int(address), ip)
 
 
-def sort_grants(grants: Iterable[Grant], order: str) -> list[Grant]:
-    """``grants`` in one of the ``SORTS`` orders (``last``: newest login first)."""
+def sort_grants(grants: Iterable[Grant], order: str, sessions: Mapping[str, int] | None = None) -> list[Grant]:
+    """``grants`` in one of the ``SORTS`` orders (``last``: newest login first; ``left``:
+    connected addresses, whose time left is not counted down, last)."""
+    connected = sessions or {}
     keys: dict[str, Callable[[Grant], Any]] = {
-        "left": lambda g: (g.until, _ip_key(g.ip)),
+        "left": lambda g: (g.ip in connected, g.until, _ip_key(g.ip)),
         "last": lambda g: (-g.last, _ip_key(g.ip)),
         "ip": lambda g: _ip_key(g.ip),
         "user": lambda g: (g.user.casefold(), _ip_key(g.ip)),
@@ -156,6 +175,8 @@ class GrantTable:
         names: address -> PTR label; None leaves the name column out (``--no-dns``).
         tz: time zone of the clock times (None: the host's).
         limit: show at most this many rows; the last says how many more there are.
+        sessions: open sessions per address (``Snapshot.sessions``): such an address shows
+            ``connected, N sessions`` instead of a countdown, and a full bar.
     """
 
     grants: Sequence[Grant]
@@ -164,6 +185,7 @@ class GrantTable:
     names: Mapping[str, str] | None = None
     tz: tzinfo | None = None
     limit: int | None = None
+    sessions: Mapping[str, int] | None = None
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if not self.grants:
@@ -197,8 +219,10 @@ class GrantTable:
             else:
                 widths[1] = max(4, room)
         if self.expire:
+            connected = self.sessions or {}
             for g, row in zip(shown, rows):
-                row.append(bar((g.until - self.now) / self.expire, options.ascii_only, widths[-1]))
+                fraction = 1.0 if connected.get(g.ip) else (g.until - self.now) / self.expire
+                row.append(bar(fraction, options.ascii_only, widths[-1]))
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0),
                       header_style="bold", safe_box=True)
         for n, header in enumerate(headers):
@@ -221,8 +245,14 @@ class GrantTable:
             row.append(Text(printable(self.names.get(g.ip, "")), style="cyan"))
         row += [Text(printable(g.user)), Text(service_text(g.service)),
                 Text(clock_text(g.first, self.now, self.tz)), Text(clock_text(g.last, self.now, self.tz)),
-                Text(left_text(g.until - self.now) if self.expire else "?")]
+                self._left(g)]
         return row
+
+    def _left(self, g: Grant) -> Text:
+        open_sessions = (self.sessions or {}).get(g.ip, 0)
+        if open_sessions:
+            return Text(connected_text(open_sessions), style="green")
+        return Text(left_text(g.until - self.now) if self.expire else "?")
 
 
 @dataclass
@@ -262,6 +292,9 @@ class Header:
         if s.expire:
             second.append(f" · expire {format_duration(s.expire)}")
         second.append(f" · logins {s.logins_per_minute()}/min")
+        if s.sessions:
+            count = sum(s.sessions.values())
+            second.append(f" · {count} session{'' if count == 1 else 's'} open")
         for kind in ("refused", "ignored"):
             if status is not None and status.count(kind):
                 second.append(f" · {kind} {status.count(kind)}")
@@ -384,7 +417,7 @@ class Screen:
         height = max(options.height or console.height, 12)
         opts = options.reset_height()
         s = self.snapshot
-        grants = sort_grants(filter_grants(s.grants, self.view.filter, self.names), self.view.sort)
+        grants = sort_grants(filter_grants(s.grants, self.view.filter, self.names), self.view.sort, s.sessions)
         title = Text(f"authorised: {len(grants)}", style="bold")
         if self.view.filter:
             title.append(" matching ")
@@ -399,8 +432,8 @@ class Screen:
         feed = feed[-feed_rows:] + [blank] * (feed_rows - len(feed))
         bottom = console.render_lines(rule, opts, pad=True) + feed + console.render_lines(self.keys(), opts, pad=True)
         space = height - len(top) - len(bottom)
-        table = console.render_lines(GrantTable(grants, s.now, s.expire, self.names, self.tz, limit=max(space - 2, 1)),
-                                     opts, pad=True)[:space]
+        table = console.render_lines(GrantTable(grants, s.now, s.expire, self.names, self.tz, limit=max(space - 2, 1),
+                                                sessions=s.sessions), opts, pad=True)[:space]
         table += [blank] * (space - len(table))
         for n, line in enumerate(top + table + bottom):
             yield from line
