@@ -558,7 +558,7 @@ class _Follower:
                      back, f"{end - found.offset:,}", self.path, expire, f"{found.bytes_read:,}")
             if found.offset == 0 and found.oldest is not None and first.now - found.oldest < first.expire:
                 log.info("%s: its first line is only %s old: logins before it (if any, in the rotated file) "
-                         "are not read back (a client is authorised again when it next logs in)",
+                         "are not read back (such a client gets its grant at its next login)",
                          self.path, _ago(first.now - found.oldest))
         return found.offset
 
