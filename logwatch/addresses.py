@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,6 +30,31 @@ DEFAULT_NEVER = (
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF:.")
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
+
+def canonical_number(ip: str) -> tuple[int, int] | None:
+    """``(version, number)`` of ``ip`` if it is already in ``normalise``'s form, else None
+    (then ask ``normalise``: it may still be an address, in another form).
+
+    Why: restoring a million grants asked ``ipaddress`` twice per address (is it canonical,
+    is it on the never-list), most of a start-up's time. The C library's ``inet_pton`` and
+    ``inet_ntop`` answer both in well under a microsecond: text that ``inet_ntop`` prints
+    back unchanged, without a dot in IPv6 (glibc prints an IPv4-mapped address with one;
+    ``normalise`` makes it IPv4), is glibc's form, which for IPv6 is also Python's
+    compressed one (lowercase, the longest run of zeros as ``::``).
+    """
+    try:
+        if ":" in ip:
+            packed = socket.inet_pton(socket.AF_INET6, ip)
+            if "." in ip or socket.inet_ntop(socket.AF_INET6, packed) != ip:
+                return None
+            return 6, int.from_bytes(packed, "big")
+        packed = socket.inet_pton(socket.AF_INET, ip)
+        if socket.inet_ntop(socket.AF_INET, packed) != ip:
+            return None
+        return 4, int.from_bytes(packed, "big")
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def ipv4_int(ip: str) -> int | None:
@@ -105,12 +131,14 @@ class NeverList:
     """
 
     networks: tuple[IPNetwork, ...]
-    #: The IPv4 networks as ``(network number, mask)``, for ``__contains__``'s quick path.
+    #: The networks as ``(network number, mask)`` per IP version, for the quick path.
     _v4: tuple[tuple[int, int], ...] = ()
+    _v6: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        v4 = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == 4)
-        object.__setattr__(self, "_v4", v4)
+        for version, name in ((4, "_v4"), (6, "_v6")):
+            numbers = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == version)
+            object.__setattr__(self, name, numbers)
 
     @classmethod
     def parse(cls, text: str | Iterable[str], option: str = "--never") -> NeverList:
@@ -152,7 +180,11 @@ class NeverList:
 
     def has_v4(self, number: int) -> bool:
         """True if the IPv4 address numbered ``number`` lies in one of the networks."""
-        for network, mask in self._v4:
+        return self.has(4, number)
+
+    def has(self, version: int, number: int) -> bool:
+        """True if the address of IP ``version`` numbered ``number`` lies in one of the networks."""
+        for network, mask in self._v4 if version == 4 else self._v6:
             if number & mask == network:
                 return True
         return False

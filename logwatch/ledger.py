@@ -44,7 +44,7 @@ import heapq
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 
-from logwatch.addresses import NeverList, ipv4_int, normalise
+from logwatch.addresses import NeverList, canonical_number, normalise
 from logwatch.model import DROP, PUT, Change, Grant, LoginEvent
 
 #: ``--max-entries`` when not given. A provider with a million mailboxes polling every five
@@ -352,10 +352,10 @@ class Ledger:
             last = min(saved.last, now)
             if last + self.expire_after <= now:
                 continue
-            number = ipv4_int(saved.ip)  # the quick path for the usual canonical IPv4 address
-            if number is not None:
+            known = canonical_number(saved.ip)  # the quick path: the store writes canonical addresses
+            if known is not None:
                 ip = saved.ip
-                if self.never.has_v4(number):
+                if self.never.has(*known):
                     continue
             else:
                 normalised = normalise(saved.ip)
