@@ -42,6 +42,9 @@ def ledger_bytes(n: int, sessions: bool) -> int:
         ip = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
         sid = f"{i:012x}AAAD" if sessions else ""
         led.grant(LoginEvent(ip, "bob", "imap-login", now, "s", "login", sid), now)
+        if i % 1000 == 999:
+            led.session_changes()  # as the daemon's every step does: written to the state, forgotten
+    led.session_changes()
     gc.collect()
     used = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
