@@ -7,31 +7,14 @@ to the first RCPT that smtpd refuses.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 import postfixlab
 from tests.daemonlab import LOGIN, Run, stamp, wait_for
-
-
-@pytest.fixture
-def postfix() -> Iterator[postfixlab.PostfixLab]:
-    problems = postfixlab.missing()
-    if problems:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the Postfix lab: {'; '.join(problems)}")
-        pytest.skip("; ".join(problems))
-    lab = postfixlab.start(["hash"])
-    try:
-        yield lab
-    finally:
-        lab.stop()
 
 
 def seconds_to_554(postfix: postfixlab.PostfixLab, source: str, limit: float = 5.0) -> float:

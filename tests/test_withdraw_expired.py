@@ -13,27 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 import postfixlab
 from tests.daemonlab import LOGIN, Run, stamp, wait_for
-
-
-@pytest.fixture
-def postfix() -> Iterator[postfixlab.PostfixLab]:
-    problems = postfixlab.missing()
-    if problems:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the Postfix lab: {'; '.join(problems)}")
-        pytest.skip("; ".join(problems))
-    lab = postfixlab.start(["hash"])
-    try:
-        yield lab
-    finally:
-        lab.stop()
 
 
 def withdraw_expired(r: Run, *options: str) -> subprocess.CompletedProcess[str]:
