@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,12 +214,14 @@ def test_sigkill_mid_stream_every_login_acted_on_exactly_once(run: Callable[...,
     wait_for(lambda: r.granted() == set(ips), "every login, after the restart")
     assert r.stop() == 0
     log = r.errors()
+    restored = int(m.group(1)) if (m := re.search(r"restored (\d+) grant\(s\)", log)) else 0
     for ip in ips:
-        # Once. A kill inside the commit (its fsync, with synchronous=FULL) leaves the grant
-        # durable but not yet logged or published: the restart then restores and publishes
-        # it (logged "restored"), and the line read again is a renewal, never a second grant.
-        assert log.count(f"authorised {ip} ") == 1 or (
-            log.count(f"authorised {ip} ") == 0 and f"restored {ip} " in log), ip
+        # Never twice. A kill inside the commit (its fsync, with synchronous=FULL) leaves the
+        # grant durable but not yet logged: the restart restores and publishes it (counted in
+        # "restored N grant(s)"), and the line read again is a renewal, never a second grant.
+        assert log.count(f"authorised {ip} ") <= 1, ip
+    never_said = [ip for ip in ips if f"authorised {ip} " not in log]
+    assert len(never_said) <= restored, (never_said, restored)  # each of those was restored
 
 
 def test_standard_input_as_the_journald_pipe(tmp_path: Path) -> None:
