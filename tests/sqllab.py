@@ -121,8 +121,10 @@ class PgLab:
                 pass
         _wait(lambda: not any(_alive(each) for each in pids), "the server's processes to die")
         # A postmaster nobody reaps yet stays a zombie, which the next one's stale-lock check
-        # takes for a live server: remove its lock file, as an admin does after a crash.
+        # takes for a live server: remove its lock files (the data directory's and the
+        # socket's), as an admin does after a crash.
         pid_file.unlink(missing_ok=True)
+        (self.sock / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
 
     def stop(self) -> None:
         self._ctl("-m", "immediate", "stop")
