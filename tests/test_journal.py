@@ -179,7 +179,9 @@ def test_real_logins_relay_and_a_forged_entry_never_does(relaywatch: Relaywatch,
     relaywatch.stop()
     assert relaywatch.granted() == {"127.0.0.2", "127.0.0.3"}
     err = relaywatch.errors()
-    assert "refused 198.51.100.66" in err and "_UID=65534" in err and "_COMM=logger" in err, err
+    # The refusal names the sender by its trusted fields: _UID always; _COMM when journald
+    # could still read it from /proc (a logger that has exited leaves none).
+    assert "refused 198.51.100.66" in err and "_UID=65534" in err, err
     status = (relaywatch.state.parent / "status.json").read_text()
     assert '"refused": 1' in status.replace(" ", "") or '"refused":1' in status.replace(" ", ""), status
 
