@@ -26,7 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,12 +178,36 @@ def start(types: Sequence[str], ipv6: bool = False) -> PostfixLab:
 
     With ``ipv6``, each smtpd also listens on [::1] (same port), which is not in mynetworks.
 
+    Returns:
+        The running lab; call ``stop()`` when done (it also removes the directory).
+    """
+
+    def create_maps(lab: PostfixLab) -> None:
+        # Every map must exist before the first smtpd starts: a process that found its table
+        # missing keeps answering 451 "Server configuration error" until it is recycled, even
+        # after the file appears (it only watches tables it managed to open).
+        for name in types:
+            path = Path(lab.map_spec(name).partition(":")[2])
+            path.write_text("")
+            if name != "texthash":
+                subprocess.run([_which("postmap"), "-c", str(lab.config_dir), lab.map_spec(name)],
+                               check=True, capture_output=True, timeout=60)
+
+    return launch(lambda lab: {name: lab.map_spec(name) for name in types}, ipv6=ipv6,
+                  before_start=create_maps)
+
+
+def launch(tables: Callable[[PostfixLab], Mapping[str, str]], *, ipv6: bool = False,
+           main_cf: Callable[[Mapping[str, str]], str] | None = None,
+           before_start: Callable[[PostfixLab], None] | None = None) -> PostfixLab:
+    """Create and start a private Postfix with one smtpd per ``name -> TYPE:TABLE`` of
+    ``tables(lab)`` (called once the lab's directories exist), each relaying for the
+    clients its ``check_client_access`` table allows; ``main_cf(tables)`` adds lines to main.cf;
+    ``before_start(lab)`` runs once the configuration is written.
+
     The instance lives in a fresh directory under the system temp dir, not under pytest's
     ``tmp_path``: Postfix's master opens its lock file as the ``postfix`` user, which cannot
     traverse pytest's 0700 directories. The root is made 0711 (traversable, not listable).
-
-    Returns:
-        The running lab; call ``stop()`` when done (it also removes the directory).
     """
     root = Path(tempfile.mkdtemp(prefix="relaywatch-postfixlab-"))
     os.chmod(root, 0o711)
@@ -196,13 +220,14 @@ def start(types: Sequence[str], ipv6: bool = False) -> PostfixLab:
     if not DEFAULT_MAIN_CF.exists():
         DEFAULT_MAIN_CF.write_text(STUB)
         lab.wrote_default_main_cf = True
-    lab.ports = {name: free_port() for name in types}
-    maps_by_name = {name: lab.map_spec(name) for name in types}
+    specs = dict(tables(lab))
+    extra = main_cf(specs) if main_cf is not None else ""
+    lab.ports = {name: free_port() for name in specs}
 
     restrictions = "\n".join(
         f"relay_{name} = permit_mynetworks, check_client_access {spec}, "
         "reject_unauth_destination"
-        for name, spec in maps_by_name.items()
+        for name, spec in specs.items()
     )
     write_config(etc / "main.cf", f"""\
 # A private Postfix for relaywatch's tests: loopback only, never delivers.
@@ -232,13 +257,14 @@ local_transport = error:the lab never delivers
 virtual_transport = error:the lab never delivers
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
+{extra}
 {restrictions}
 """)
     hosts = ("127.0.0.1", "[::1]") if ipv6 else ("127.0.0.1",)
     listeners = "\n".join(
         f"{host}:{lab.ports[name]} inet n - n - - smtpd\n"
         f"  -o smtpd_relay_restrictions=$relay_{name}"
-        for name in types for host in hosts
+        for name in specs for host in hosts
     )
     write_config(etc / "master.cf", f"""\
 # service type private unpriv chroot wakeup maxproc command
@@ -251,15 +277,8 @@ error     unix - - n - - error
 labnever  unix - - n - - error
 postlog   unix-dgram n - n - 1 postlogd
 """)
-    # Every map must exist before the first smtpd starts: a process that found its table
-    # missing keeps answering 451 "Server configuration error" until it is recycled, even
-    # after the file appears (it only watches tables it managed to open).
-    for name in types:
-        path = Path(lab.map_spec(name).partition(":")[2])
-        path.write_text("")
-        if name != "texthash":
-            subprocess.run([_which("postmap"), "-c", str(etc), lab.map_spec(name)],
-                           check=True, capture_output=True, timeout=60)
+    if before_start is not None:
+        before_start(lab)
     started = lab.postfix("start")
     if started.returncode != 0:
         log = lab.log()

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,88 +357,23 @@ def start_postfix(files: dict[str, tuple[str, str]]) -> postfixlab.PostfixLab:
     check_client_access proxy:TYPE:etc/NAME.cf, reject_unauth_destination``;
     ``proxy_read_maps`` names the tables, as proxymap requires.
     """
-    problems = postfixlab.missing()
-    _need(problems)
-    root = Path(tempfile.mkdtemp(prefix="relaywatch-sqlpostfix-"))
-    os.chmod(root, 0o711)
-    etc, queue, data = root / "etc", root / "queue", root / "data"
-    for directory in (etc, queue, data):
-        directory.mkdir()
-        os.chmod(directory, 0o755)
-    os.chown(data, pwd.getpwnam("postfix").pw_uid, -1)
-    lab = postfixlab.PostfixLab(root=root, config_dir=etc)
-    tables = {}
-    for name, (kind, text) in files.items():
-        path = etc / f"{name}.cf"
-        path.write_text(text)
-        os.chown(path, 0, pwd.getpwnam("postfix").pw_gid)
-        path.chmod(0o640)
-        tables[name] = f"proxy:{kind}:{path}"
-    if not postfixlab.DEFAULT_MAIN_CF.exists():
-        postfixlab.DEFAULT_MAIN_CF.write_text(postfixlab.STUB)
-        lab.wrote_default_main_cf = True
-    lab.ports = {name: postfixlab.free_port() for name in tables}
-    restrictions = "\n".join(f"relay_{name} = permit_mynetworks, check_client_access {table}, "
-                             "reject_unauth_destination" for name, table in tables.items())
-    postfixlab.write_config(etc / "main.cf", f"""\
-# A private Postfix for relaywatch's SQL tests: loopback only, never delivers.
-compatibility_level = 3.6
-queue_directory = {queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-myhostname = lab.invalid
-mydomain = lab.invalid
-myorigin = lab.invalid
-mydestination = lab.invalid
-relay_domains =
-mynetworks = 127.0.0.1/32
-smtpd_peername_lookup = no
-in_flow_delay = 0s
-smtpd_relay_restrictions = reject
-smtpd_recipient_restrictions =
-smtpd_data_restrictions = reject
-default_transport = labnever
-relay_transport = labnever
-local_transport = error:the lab never delivers
-virtual_transport = error:the lab never delivers
-maillog_file = {root}/maillog
-maillog_file_prefixes = {root}
-# Replaces the default list, of which smtpd still needs the local recipients' table.
-proxy_read_maps = proxy:unix:passwd.byname {" ".join(tables.values())}
-{restrictions}
-""")
-    listeners = "\n".join(f"127.0.0.1:{lab.ports[name]} inet n - n - - smtpd\n"
-                          f"  -o smtpd_relay_restrictions=$relay_{name}" for name in tables)
-    postfixlab.write_config(etc / "master.cf", f"""\
-{listeners}
-cleanup   unix n - n - 0 cleanup
-rewrite   unix - - n - - trivial-rewrite
-proxymap  unix - - n - - proxymap
-anvil     unix - - n - 1 anvil
-error     unix - - n - - error
-labnever  unix - - n - - error
-postlog   unix-dgram n - n - 1 postlogd
-""")
-    started = lab.postfix("start")
-    if started.returncode != 0:
-        log = lab.log()
-        lab.stop()
-        raise RuntimeError(f"postfix start failed: {started.stderr.strip()}\n{log}")
-    for port in lab.ports.values():
-        _wait(lambda: _connects(port), f"smtpd on {port}", 20)
-    return lab
+    _need(postfixlab.missing())
 
+    def write_tables(lab: postfixlab.PostfixLab) -> dict[str, str]:
+        tables = {}
+        for name, (kind, text) in files.items():
+            path = lab.config_dir / f"{name}.cf"
+            path.write_text(text)
+            os.chown(path, 0, pwd.getpwnam("postfix").pw_gid)
+            path.chmod(0o640)
+            tables[name] = f"proxy:{kind}:{path}"
+        return tables
 
-def _connects(port: int) -> bool:
-    import socket
+    def proxied(tables: Mapping[str, str]) -> str:  # proxymap serves only the tables named here
+        return ("# Replaces the default list, of which smtpd still needs the local recipients' table.\n"
+                f"proxy_read_maps = proxy:unix:passwd.byname {' '.join(tables.values())}")
 
-    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    return True
-
-
+    return postfixlab.launch(write_tables, main_cf=proxied)
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for a reaper counts as gone)."""
     try:
