@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import postfixlab
+
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 #: Where .ci/run unpacks exim4-daemon-light (``dpkg-deb -x``).
 UNPACKED = Path("/opt/relaywatch-exim/usr/sbin/exim4")
@@ -96,13 +98,6 @@ def snippet(path: Path = SNIPPET) -> tuple[dict[str, str], list[str]]:
         else:
             acl.append(line)
     return macros, acl
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -220,7 +215,7 @@ def start(expire: int = 60) -> EximLab:
     for name in ("spool", "log"):
         (root / name).mkdir()
         os.chown(root / name, user.pw_uid, user.pw_gid)
-    lab.ports = {"v4": free_port(), "mapped": free_port()}
+    lab.ports = {"v4": postfixlab.free_port(), "mapped": postfixlab.free_port()}
     lab.ports["v6"] = lab.ports["v4"]
     config = write_config(lab, exim, expire)
     # -bdf: the daemon stays in the foreground as our child, so no pid file is needed
