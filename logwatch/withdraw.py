@@ -26,6 +26,7 @@ from logwatch import control, state, startup
 from logwatch.config import Settings
 from logwatch.model import Grant
 from logwatch.sinks import Sink, SinkError, SinkOptions, open_sink
+from logwatch.sinks.postfixmap import SUFFIXES
 from logwatch.sinks.relayctrl import RelayCtrlSink
 
 #: Opens one sink (tests may pass their own).
@@ -57,14 +58,10 @@ def withdraw_expired(settings: Settings, now: float, open_one: OpenSink = open_s
         live = ledger.grants()
         done = []
         for spec in startup.sink_specs(settings):
-            if not spec.startswith(("relayctrl:", *(f"{t}:" for t in _MAPS))):
+            if spec.partition(":")[0] not in ("relayctrl", *SUFFIXES):
                 continue  # a SQL table's query checks the expiry itself
             done.append(_publish_exactly(open_one(spec, startup.sink_options(settings)), live))
         return f"{len(live)} client(s) still live by {settings.state}; " + ("; ".join(done) or "no sink to mend")
-
-
-#: The Postfix map types (``--postfix-map TYPE:PATH``).
-_MAPS = ("hash", "btree", "lmdb", "cdb", "texthash")
 
 
 def _publish_exactly(sink: Sink, live: list[Grant]) -> str:
