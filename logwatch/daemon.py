@@ -47,7 +47,7 @@ from logwatch.sinks.outlet import Outlet
 from logwatch.sources import LineSource
 from logwatch.sources.tail import FirstStart, open_source
 from logwatch.startup import StartError
-from logwatch.statusrecord import DaemonStatus, LogStatus, SinkStatus
+from logwatch.statusrecord import DaemonStatus, LogStatus, LoopTimes, SinkStatus
 from logwatch.viewers import Viewers
 
 if TYPE_CHECKING:
@@ -127,6 +127,8 @@ class Daemon:
         self._told: tuple[SinkStatus, ...] = ()
         #: The most a login acted on since the last periodic status lagged behind its line's time.
         self._lag: float | None = None
+        #: The longest steps since the last periodic status (``statusrecord.LoopTimes``).
+        self._loop = LoopTimes()
 
     # ------------------------------------------------------------------ start
 
@@ -242,11 +244,14 @@ class Daemon:
         """One turn: read what is there (waiting up to ``timeout``), act, expire, persist."""
         assert self.source is not None
         batches = self.source.poll(timeout if self.control is None else min(timeout, CONTROL_TICK))
+        began = time.perf_counter()  # busy from here: the time waiting for lines is not a stall
         now = self._clock()
         changes: list[Change] = []
+        lines = 0
         for batch in batches:
             for line, who in batch.untrusted:  # a journal entry that imitates Dovecot
                 self._untrusted(line, who, now)
+            lines += len(batch.lines)
             for line in batch.lines:
                 try:
                     changes.extend(self.handle(line, now))
@@ -254,6 +259,7 @@ class Daemon:
                     self._report.say("line", logging.ERROR, "internal error on a log line, skipped (please "
                                      "report it with the line): %s: %s: %r", type(exc).__name__, exc,
                                      line[:300], now=now)
+        read = time.perf_counter()
         if self.gate is not None:
             for event, decision in self.gate.released(now):
                 changes.extend(self._decide(event, decision, now))
@@ -272,12 +278,15 @@ class Daemon:
             self.save(now)
         if now - self._status_at >= STATUS_EVERY:
             self._tell(now)
+        done = time.perf_counter()
+        self._loop = self._loop.noted(done - began, lines, done - read)
 
     def _tell(self, now: float) -> None:
         """The status for viewers (even when idle) and ``--metrics``."""
         self._status_at = now
         record = self.status(now, True)
         self._lag = None  # the next record says the most since this one
+        self._loop = LoopTimes()
         self.viewers.publish(record, now)
         if self.settings.metrics:
             try:
@@ -453,7 +462,7 @@ class Daemon:
             sinks=self._health(),
             pattern_sets=tuple(p.name for p in self.matcher.sets), hits=hits, counts=counts,
             logins_last_minute=self.viewers.logins_last_minute(now),
-            log_lag=None if self._lag is None else round(self._lag, 3),
+            log_lag=None if self._lag is None else round(self._lag, 3), loop=self._loop,
             expire=self.ledger.expire_after, state=self.settings.state, grants=len(self.ledger))
 
     def _health(self) -> tuple[SinkStatus, ...]:

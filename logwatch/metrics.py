@@ -69,6 +69,11 @@ def render(record: DaemonStatus, refusals: Mapping[str, int]) -> str:
     if record.log_lag is not None:
         metric("log_lag_seconds", "gauge", "The most a login acted on lately lagged behind its own line's time.",
                [("", record.log_lag)])
+    if record.loop is not None:
+        metric("loop_step_seconds_max", "gauge", "The longest busy turn of the loop since the last status "
+               "(lines handled, expiries, commits, save).", [("", record.loop.step)])
+        metric("loop_pause_seconds_max", "gauge", "The longest time after a turn's lines in which no line "
+               "was read (commits, save) since the last status.", [("", record.loop.pause)])
     if record.updated is not None:
         metric("status_timestamp_seconds", "gauge", "When the daemon wrote this.", [("", record.updated)])
     if record.started is not None:

@@ -10,7 +10,8 @@ The keys (``status.py`` adds ``format`` and ``version``)::
     {"pid", "started", "updated", "running", "logs": [{"path", "backend"}],
      "sinks": [{"spec", "ok", "last_ok", "error", "backlog"}], "pattern_sets": [...],
      "hits": {"set/pattern": n}, "counts": {"authorised", "refreshed", "withdrawn",
-     "refused", "ignored"}, "logins_last_minute", "expire", "state", "grants"}
+     "refused", "ignored"}, "logins_last_minute", "log_lag",
+     "loop": {"step", "step_lines", "pause"}, "expire", "state", "grants"}
 
 A key that is missing reads as its default (a file from an older relaywatch); a key of the
 wrong type is an error naming it.
@@ -67,6 +68,45 @@ class SinkStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopTimes:
+    """The longest turns of the daemon's loop since the last periodic status, in seconds.
+
+    A turn is busy from the moment its lines are read until it is ready to wait again: the
+    lines handled, then the expiries, the sinks' commits, the state's save and the viewers'
+    files. Waiting for lines is not counted. Two maxima, because they mean different things:
+
+    Attributes:
+        step: the longest busy turn; it grows with the lines a turn handled (a catch-up
+            reads many at once), so ``step_lines`` says how many that turn had.
+        pause: the longest time after a turn's lines during which no line was read: what
+            does not depend on the log (a sink's commit on the loop, a save). The issue's
+            goal is that this stays under 50 ms at any live-set size.
+    """
+
+    step: float = 0.0
+    step_lines: int = 0
+    pause: float = 0.0
+
+    def noted(self, busy: float, lines: int, pause: float) -> LoopTimes:
+        """These maxima with one more turn (``busy`` seconds, ``lines`` lines, of which
+        ``pause`` seconds after the lines)."""
+        if busy <= self.step and pause <= self.pause:
+            return self
+        longer = busy > self.step
+        return LoopTimes(busy if longer else self.step, lines if longer else self.step_lines,
+                         max(pause, self.pause))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": round(self.step, 4), "step_lines": self.step_lines, "pause": round(self.pause, 4)}
+
+    @classmethod
+    def from_json(cls, doc: object) -> LoopTimes:
+        """Raises ValueError naming the key that is not what the daemon writes."""
+        d = _mapping(doc, "loop")
+        return cls(_number(d, "step") or 0.0, _typed(d, "step_lines", int, 0), _number(d, "pause") or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonStatus:
     """What the daemon says of itself (see the module docstring for the JSON keys).
 
@@ -83,6 +123,8 @@ class DaemonStatus:
         logins_last_minute: logins (new, renewed or refused) read in the last 60 seconds;
             None from a daemon that did not count them. Why the daemon counts: a renewal is
             no event (at thousands a second, one each would be most of the work).
+        loop: the longest turns of the loop since the record before (``LoopTimes``); None
+            from a daemon that did not time them.
         expire: ``--expire`` in seconds.
         state: the ``--state`` path.
         grants: clients authorised now.
@@ -99,6 +141,7 @@ class DaemonStatus:
     counts: tuple[tuple[str, int], ...] = ()
     logins_last_minute: int | None = None
     log_lag: float | None = None
+    loop: LoopTimes | None = None
     expire: float | None = None
     state: str | None = None
     grants: int = 0
@@ -116,6 +159,7 @@ class DaemonStatus:
             "hits": dict(self.hits),
             "counts": dict(self.counts),
             "logins_last_minute": self.logins_last_minute, "log_lag": self.log_lag,
+            "loop": None if self.loop is None else self.loop.to_json(),
             "expire": self.expire, "state": self.state, "grants": self.grants,
         }
 
@@ -135,6 +179,7 @@ class DaemonStatus:
             pattern_sets=tuple(_str(x, "pattern_sets[]") for x in _list(doc, "pattern_sets")),
             hits=_tally(doc, "hits"), counts=_tally(doc, "counts"),
             logins_last_minute=_typed(doc, "logins_last_minute", int, None), log_lag=_number(doc, "log_lag"),
+            loop=None if doc.get("loop") is None else LoopTimes.from_json(doc["loop"]),
             expire=_number(doc, "expire"), state=_typed(doc, "state", str, None), grants=_typed(doc, "grants", int, 0),
         )
 
