@@ -56,11 +56,13 @@ from logwatch.sources.stdin import StdinSource
 
 log = logging.getLogger("relaywatch.tail")
 
-#: Bytes asked of the kernel per read.
-CHUNK = 1 << 20
-#: Bytes read from one file per sweep, so one busy log cannot starve the others and a
-#: batch stays bounded (about 4 MiB of lines).
-BUDGET = 4 << 20
+#: Bytes asked of the kernel per read: 64 KiB reads stay in the CPU's cache while they are
+#: split and decoded (catch-up 3.7 M lines/s against 2.7 M with 1 MiB, bench_tail.py).
+CHUNK = 1 << 16
+#: Bytes read from one file per sweep, so one busy log cannot starve the others and a turn
+#: of the daemon's loop stays short while it catches up (64 KiB: about 500 lines; with
+#: 4 MiB a catch-up turn held the loop for a second, expiries and revokes waiting behind it).
+BUDGET = 1 << 16
 #: Bytes of the first line that make a file's fingerprint.
 FINGERPRINT_BYTES = 4096
 #: Seconds a rotated file must be quiet before it is closed.
@@ -176,7 +178,7 @@ class _Open:
         """Return the complete lines appended since the last read, up to ``budget`` bytes.
 
         Each read's lines are decoded at once, while they are still in the CPU cache:
-        decoding a whole 4 MiB batch afterwards halves the catch-up speed.
+        decoding a whole batch afterwards halves the catch-up speed.
         """
         lines: list[str] = []
         got = 0
@@ -388,7 +390,8 @@ class _Follower:
             if lines:
                 f.last_data = now
                 batches.append(self._batch(f, lines, now))
-                more = more or self._has_more(f)
+                if self._has_more(f):  # the log's order: this file's rest before any newer line
+                    return batches, True
             elif now - f.last_data >= self.grace:
                 self._close_rotated(f, now, reason="quiet")
         live = self.live
