@@ -1,6 +1,6 @@
 """Load benchmark: an ISP's login rate and live set through a real ``relaywatch run`` (issue 12).
 
-    python3 benchmarks/bench_load.py --sink relayctrl|hash|btree|lmdb|cdb \\
+    python3 benchmarks/bench_load.py --sink relayctrl|hash|btree|lmdb|cdb|pgsql|mysql \\
         [--rate 3300] [--live 400000] [--new 100] [--seconds 30] [--expire 1800]
 
 What it does, end to end, with nothing but files and processes:
@@ -11,18 +11,24 @@ What it does, end to end, with nothing but files and processes:
    with three other lines per login (a failed login, an imap logout, an auth line).
 2. Starts ``relaywatch run --state ... --never none`` with the sink, on a log that already
    holds a start-up line, and waits until every pre-written login is published (the warm-up
-   time is reported: the catch-up rate with this sink).
+   time is reported: the catch-up rate with this sink, and the loop's longest turn and
+   pause while catching up), then waits 6 s.
 3. For ``--seconds``, a writer appends ``--rate`` logins a second (``--new`` of them from
    new addresses, the rest renewals of live ones, chosen at random) plus three other lines
    each, in 10 ms batches. A prober looks for a sample of the new addresses (20 a second)
-   in the sink: the relay-ctrl file's existence, or ``postmap -q`` for a map.
+   in the sink: the relay-ctrl file's existence, ``postmap -q`` for a map, a ``SELECT`` of
+   the row for the SQL table (``pgsql``/``mysql``: the tests' private server on loopback,
+   ``tests/sqllab.py``; needs root and what ``.ci/run`` installs; the server's own CPU is
+   not counted).
 
 It reports, for the steady phase: login -> published p50/p99/max of the sampled new
 addresses (from the moment the writer wrote the line), the log lag (bytes written but not
 yet read, from relaywatch's checkpoint, in seconds of log; the checkpoint is saved once a
 second, so this reads up to a second high), the daemon's CPU (share of one core; postmap's
 own is not in it), its peak RSS, and for maps the whole rebuilds relaywatch logged (warm-up
-included; batches applied in place are logged at debug level only). It prints
+included; batches applied in place are logged at debug level only), and the loop's longest
+turn and longest pause (time after a turn's lines in which no line was read: commits and
+saves) as ``status.json`` says them, read five times a second. It prints
 one line of JSON at the end for the README table. A script that prints figures, not a test;
 the machine it runs on should be otherwise idle.
 """
@@ -43,8 +49,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests")]  # sqllab, for --sink pgsql|mysql
 BASE = int(ipaddress.IPv4Address("100.64.0.0"))
 LOCAL = "192.0.2.1"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -77,9 +85,10 @@ def percentile(values: list[float], p: float) -> float:
 class Daemon:
     """A ``relaywatch run`` process and what /proc says of it."""
 
-    def __init__(self, args: list[str], err: Path) -> None:
+    def __init__(self, args: list[str], err: Path, profile: str | None = None) -> None:
         self.err = err
-        self.proc = subprocess.Popen([sys.executable, "-m", "logwatch", "run", *args], cwd=ROOT,
+        python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
+        self.proc = subprocess.Popen([*python, "-m", "logwatch", "run", *args], cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=err.open("wb"))
 
     def cpu(self) -> float:
@@ -105,7 +114,16 @@ class Sink:
 
     def __init__(self, kind: str, work: Path) -> None:
         self.kind = kind
-        if kind == "relayctrl":
+        self.lab: Any = None
+        if kind in ("pgsql", "mysql"):
+            import sqllab
+
+            self.lab = sqllab.start_pg() if kind == "pgsql" else sqllab.start_my()
+            self.option = ["--sql", self.lab.url(), "--sql-table", "relay_clients",
+                           "--sql-password-file", str(sqllab.password_file(work))]
+            self.conn = self.lab.admin()
+            self.mark = "%s"
+        elif kind == "relayctrl":
             self.path = work / "relay-ctrl"
             self.path.mkdir()
             self.option = ["--relay-ctrl-dir", str(self.path)]
@@ -116,17 +134,57 @@ class Sink:
     def has(self, ip: str) -> bool:
         if self.kind == "relayctrl":
             return os.path.exists(self.path / ip)
+        if self.lab is not None:
+            return bool(self._rows("SELECT 1 FROM relay_clients WHERE ip = %s", (ip,)))
         done = subprocess.run(["postmap", "-q", ip, f"{self.kind}:{self.path}"], capture_output=True)
         return done.returncode == 0
 
     def count(self) -> int:
         if self.kind == "relayctrl":
             return sum(1 for _ in os.scandir(self.path))
+        if self.lab is not None:
+            return int(self._rows("SELECT count(*) FROM relay_clients", ())[0][0])
         try:  # the text source the sink keeps beside the map
             with open(self.path, "rb") as f:
                 return sum(1 for line in f if line.strip() and not line.startswith(b"#"))
         except FileNotFoundError:
             return 0
+
+
+    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(sql, params)
+                return list(cur.fetchall())
+        except Exception:  # the table is not there yet
+            return []
+
+    def close(self) -> None:
+        if self.lab is not None:
+            self.conn.close()
+            self.lab.stop()
+            subprocess.run(["rm", "-rf", str(self.lab.root)])
+
+
+class LoopWatch(threading.Thread):
+    """The most the loop's longest turn and pause reached, read from ``status.json``."""
+
+    def __init__(self, status: Path) -> None:
+        super().__init__(daemon=True)
+        self.status = status
+        self.step = self.pause = 0.0
+        self.step_lines = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            try:
+                loop = json.loads(self.status.read_text()).get("loop") or {}
+            except (OSError, ValueError):
+                continue
+            if loop.get("step", 0) > self.step:
+                self.step, self.step_lines = loop["step"], loop.get("step_lines", 0)
+            self.pause = max(self.pause, loop.get("pause", 0))
 
 
 def log_lag(work: Path, log: Path, rate_bytes: float) -> float | None:
@@ -148,7 +206,7 @@ def log_lag(work: Path, log: Path, rate_bytes: float) -> float | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sink", choices=("relayctrl", "hash", "btree", "lmdb", "cdb"), default="relayctrl")
+    parser.add_argument("--sink", choices=("relayctrl", "hash", "btree", "lmdb", "cdb", "pgsql", "mysql"), default="relayctrl")
     parser.add_argument("--rate", type=int, default=3300, help="logins per second in the steady phase")
     parser.add_argument("--live", type=int, default=400_000, help="clients authorised before it starts")
     parser.add_argument("--new", type=int, default=100, help="new addresses per second")
@@ -156,6 +214,8 @@ def main() -> int:
     parser.add_argument("--expire", type=int, default=1800, help="--expire, seconds")
     parser.add_argument("--warmup-limit", type=float, default=900.0, help="give up warming up after this long")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--profile", metavar="FILE", help="run relaywatch under cProfile, its stats to FILE "
+                        "(slower: for where the time goes, not for the figures)")
     a = parser.parse_args()
     if a.new > a.rate:
         parser.error("--new: at most --rate")
@@ -170,9 +230,11 @@ def main() -> int:
         f.write(f"{stamp(now - a.expire)} master: Info: Dovecot v2.3.19.1 (9f57dc1bb0) starting up for imap, pop3\n")
     daemon = Daemon(["--log", str(log), "--state", str(work / "state" / "state.db"), "--never", "none",
                      "--expire", str(a.expire), "--max-entries", str(max(a.live * 2, 1_000_000)), *sink.option],
-                    work / "relaywatch.err")
+                    work / "relaywatch.err", a.profile)
     time.sleep(1.5)  # it opens the log at its end: what follows is read
     # Warm-up: --live logins stamped evenly over the last --expire, oldest first.
+    warm_watch = LoopWatch(work / "state" / "status.json")
+    warm_watch.start()
     started = time.monotonic()
     with log.open("a") as f:
         chunk = []
@@ -188,10 +250,15 @@ def main() -> int:
         if time.monotonic() - started > a.warmup_limit or daemon.proc.poll() is not None:
             print(f"warm-up did not finish in {a.warmup_limit:.0f} s (or relaywatch stopped); see {daemon.err}")
             daemon.stop()
+            sink.close()
             return 1
         time.sleep(0.2)
     warmup = time.monotonic() - started
-    print(f"warm-up: {a.live:,} logins published in {warmup:.1f} s ({a.live / warmup:,.0f} logins/s)", flush=True)
+    time.sleep(6)  # the periodic status (every 5 s) ends the warm-up's maxima
+    warm_watch.stop.set()
+    print(f"warm-up: {a.live:,} logins published in {warmup:.1f} s ({a.live / warmup:,.0f} logins/s); loop: "
+          f"longest turn {warm_watch.step * 1000:.0f} ms ({warm_watch.step_lines} lines), longest pause "
+          f"{warm_watch.pause * 1000:.0f} ms", flush=True)
 
     # Steady phase.
     written: dict[str, float] = {}
@@ -215,6 +282,8 @@ def main() -> int:
 
     probe = threading.Thread(target=prober, daemon=True)
     probe.start()
+    watch = LoopWatch(work / "state" / "status.json")
+    watch.start()
     cpu0, t0 = daemon.cpu(), time.monotonic()
     lags: list[float] = []
     batch = 0.01
@@ -250,6 +319,7 @@ def main() -> int:
                     lags.append(lag)
             time.sleep(max(0.0, batch - (time.monotonic() - begin - elapsed)))
     cpu = (daemon.cpu() - cpu0) / (time.monotonic() - t0)
+    watch.stop.set()
     stop.set()
     probe.join(70)
     rss = daemon.peak_rss_mb()
@@ -258,20 +328,27 @@ def main() -> int:
     updates = [float(m) for m in re.findall(r"in (\d+(?:\.\d+)?) ms", err)]
     result = {
         "sink": a.sink, "rate": a.rate, "live": a.live, "new_per_s": a.new, "seconds": a.seconds,
-        "warmup_s": round(warmup, 1), "p50_ms": round(percentile(samples, 50), 1),
+        "warmup_s": round(warmup, 1), "warmup_loop_step_max_ms": round(warm_watch.step * 1000, 1),
+        "warmup_loop_step_lines": warm_watch.step_lines, "warmup_loop_pause_max_ms": round(warm_watch.pause * 1000, 1),
+        "p50_ms": round(percentile(samples, 50), 1),
         "p99_ms": round(percentile(samples, 99), 1), "max_ms": round(max(samples, default=float("nan")), 1),
         "samples": len(samples), "lag_s_max": round(max(lags), 2) if lags else None,
         "cpu_core": round(cpu, 2), "peak_rss_mb": round(rss), "map_updates": len(updates),
         "map_update_p50_ms": round(statistics.median(updates), 1) if updates else None,
         "map_update_max_ms": round(max(updates), 1) if updates else None,
+        "loop_step_max_ms": round(watch.step * 1000, 1), "loop_step_lines": watch.step_lines,
+        "loop_pause_max_ms": round(watch.pause * 1000, 1),
     }
     print(f"steady {a.seconds:.0f} s at {a.rate:,} logins/s ({a.new}/s new), {a.live:,} live, {a.sink}: "
           f"login -> published p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms (n={len(samples)}); "
-          f"log lag max {result['lag_s_max']} s; daemon CPU {cpu:.0%} of a core; peak RSS {rss:.0f} MB")
+          f"log lag max {result['lag_s_max']} s; daemon CPU {cpu:.0%} of a core; peak RSS {rss:.0f} MB; "
+          f"loop: longest turn {result['loop_step_max_ms']} ms ({watch.step_lines} lines), "
+          f"longest pause {result['loop_pause_max_ms']} ms")
     if updates:
         print(f"whole map rebuilds (the INFO lines; batches in place log at debug): {len(updates)}, "
               f"p50 {result['map_update_p50_ms']} ms, max {result['map_update_max_ms']} ms")
     print(json.dumps(result))
+    sink.close()
     if not a.keep:
         subprocess.run(["rm", "-rf", str(work)])
     else:
