@@ -29,7 +29,7 @@ from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from logwatch import logsetup, metrics, notify, startup, timestamps
+from logwatch import logsetup, metrics, notify, startup
 from logwatch.admin import Administrator
 from logwatch.brake import Brake
 from logwatch.config import BY_NAME, Settings
@@ -38,7 +38,7 @@ from logwatch.display import printable
 from logwatch.durability import Durability
 from logwatch.durations import format_duration
 from logwatch.ledger import Ledger
-from logwatch.logins import login_event
+from logwatch.logins import line_time, login_event
 from logwatch.matcher import SHUTDOWN, STARTUP, Matcher, Verdict
 from logwatch.model import DROP, Change, LoginEvent
 from logwatch.reporter import Reporter
@@ -311,8 +311,8 @@ class Daemon:
                 log.info("Dovecot %s: every open session ended", "started" if verdict.pattern == STARTUP else "stopped")
                 return gone
             log.debug("ignored: %s/%s %s", verdict.pattern_set, verdict.pattern, verdict.why)
-            self.viewers.event("ignored", now, "", verdict.user or "", verdict.service or "",
-                               f"{verdict.pattern_set}/{verdict.pattern}: {verdict.why}")
+            self.viewers.ignored(now, verdict.user or "", verdict.service or "",
+                                 lambda: f"{verdict.pattern_set}/{verdict.pattern}: {verdict.why}")
             return ()
         event = login_event(verdict, now)
         assert event is not None
@@ -549,7 +549,5 @@ def _follow_sessions(matcher: Matcher, ledger: Ledger, s: Settings) -> None:
 
 def _line_time(verdict: Verdict, now: float) -> float:
     """When the line of ``verdict`` was written (its stamp), at most ``now``; ``now`` without one."""
-    if not verdict.stamp:
-        return now
-    moment = timestamps.parse(verdict.stamp, datetime.fromtimestamp(now).astimezone())
-    return now if moment is None else min(moment.timestamp(), now)
+    moment = line_time(verdict.stamp, now) if verdict.stamp else None
+    return now if moment is None else min(moment, now)

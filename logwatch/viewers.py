@@ -1,7 +1,7 @@
 """What the daemon tells its viewers: each event as it happens, counts and hits, and the status record.
 
-The daemon calls ``event`` for every authorisation, refresh, withdrawal, refusal and ignored
-line, ``hit`` for every line a pattern claimed, and ``publish`` at most once a second with
+The daemon calls ``event`` for every authorisation, withdrawal and refusal, ``renewal`` for a
+refresh (counted only), ``ignored`` for an ignored line (journalled up to a rate), ``hit`` for every line a pattern claimed, and ``publish`` at most once a second with
 the ``DaemonStatus`` it built. Without ``--state`` nothing is written, but the counts are
 still kept (the demo shows them). The files are ``status.Publisher``'s.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 
 from logwatch.reporter import Reporter
@@ -20,6 +21,11 @@ from logwatch.statusrecord import DaemonStatus, hits_of
 KEEP_PENDING = 10000
 #: The kinds of event that are a login read from the log.
 LOGIN_KINDS = frozenset(("authorised", "refreshed", "refused"))
+#: Ignored lines (failed and aborted logins) journalled per second at most; the rest are
+#: counted only. Why: failures are the one kind of line a stranger can make Dovecot write
+#: as fast as it likes (a password sprayer), and one event each was a tenth of the loop's
+#: time at 10,000 logins a second with a failure each (bench_load.py).
+IGNORED_PER_SECOND = 20
 
 
 class Viewers:
@@ -37,6 +43,8 @@ class Viewers:
         self._report = report
         #: ``[second, logins]`` for the seconds of the last minute that had any.
         self._per_second: deque[list[int]] = deque()
+        #: ``(second, ignored lines journalled in it)``.
+        self._ignored = (0, 0)
 
     def event(self, kind: str, now: float, ip: str, user: str, service: str, reason: str) -> None:
         """Count one event and queue it for ``events.jsonl``."""
@@ -45,6 +53,18 @@ class Viewers:
             self._login(now)
         if self.publisher is not None:
             self.publisher.event(kind, now, ip, user, service, reason)
+
+    def ignored(self, now: float, user: str, service: str, reason: Callable[[], str]) -> None:
+        """Count one ignored line; journal it as an event unless ``IGNORED_PER_SECOND`` were
+        journalled in this second already (``reason`` is only called for one journalled)."""
+        second, n = self._ignored
+        if int(now) != second:
+            second, n = int(now), 0
+        if n >= IGNORED_PER_SECOND:
+            self.counts["ignored"] += 1
+            return
+        self._ignored = (second, n + 1)
+        self.event("ignored", now, "", user, service, reason())
 
     def renewal(self, now: float) -> None:
         """Count a renewal: a login of a client already authorised. No event is queued: at

@@ -49,3 +49,18 @@ def test_the_address_reaches_the_ledger_normalised(logged: str, stored: str) -> 
 def test_garbage_never_becomes_a_login(ip: str) -> None:
     matcher = catalog.matcher(["dovecot-2.0-2.3"])
     assert login_event(matcher.match(LINE.format(ip=ip)), NOW) is None
+
+
+def test_the_same_stamp_read_at_another_now_is_timed_anew() -> None:
+    """login_event memoises a stamp's time by (stamp, now): a year-less stamp means another
+    year once the reader's clock moved past New Year, and the memo must not remember the
+    old answer."""
+    verdict = Verdict("login", "192.0.2.7", "bob", "imap-login", stamp="Jan  1 00:00:05")
+    before = datetime(2026, 12, 31, 12, 0, 0).astimezone().timestamp()  # tomorrow's stamp: skew, read as now
+    after = datetime(2027, 1, 1, 0, 0, 10).astimezone().timestamp()
+    first, second, again = (login_event(verdict, t) for t in (before, after, before))
+    assert first is not None and second is not None and again is not None
+    assert first.when == before and again.when == before
+    assert second.when == datetime(2027, 1, 1, 0, 0, 5).astimezone().timestamp()
+    older = login_event(Verdict("login", "192.0.2.7", "bob", "imap-login", stamp="Dec 31 23:59:59"), after)
+    assert older is not None and older.when == datetime(2026, 12, 31, 23, 59, 59).astimezone().timestamp()

@@ -250,3 +250,23 @@ def test_the_status_says_the_longest_turn_and_the_longest_pause_of_the_loop(tmp_
     lab.at(T0 + 10).step()
     loop = status_json(lab)["loop"]
     assert isinstance(loop, dict) and loop["pause"] < 0.05 and loop["step_lines"] == 0, loop
+
+
+FAILED = ("{stamp} mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<{user}>, "
+          "method=PLAIN, rip=198.51.100.9, lip=192.0.2.1, TLS, session=<abc{n}>")
+
+
+def test_ignored_lines_are_all_counted_but_journalled_at_most_twenty_a_second(tmp_path: Path) -> None:
+    """A password sprayer makes Dovecot write failures as fast as it likes: each one was an
+    events.jsonl record (a tenth of the loop at 10,000 logins a second). All are counted;
+    20 a second are journalled."""
+    lab = Lab(tmp_path, [MemorySink("a")])
+    lab.daemon.start()
+    stamp = time.strftime("%b %e %H:%M:%S", time.localtime(T0))
+    lab.step(*(FAILED.format(stamp=stamp, user=f"spray{n}", n=n) for n in range(100)))
+    lab.at(T0 + 1).step(FAILED.format(stamp=stamp, user="late", n=100), login("192.0.2.7", T0 + 1))
+    lab.at(T0 + 2).step()
+    kinds = [e[0] for e in events(lab)]
+    assert kinds.count("ignored") == 21 and kinds.count("authorised") == 1, kinds
+    assert dict(lab.daemon.viewers.counts)["ignored"] == 101
+    assert status_json(lab)["counts"]["ignored"] == 101  # type: ignore[index]
