@@ -85,6 +85,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("state", "path", None, "keep grants here across restarts; log positions go beside it", "FILE"),
     Option("relay-ctrl-dir", "path", None, "publish one file per client here (qmail relay-ctrl)", "DIR"),
     Option("relay-ctrl-mapped", "bool", False, "also write ::ffff:a.b.c.d for each IPv4 client"),
+    Option("relay-ctrl-expiry", "duration", None, "RELAY_CTRL_EXPIRY as relay-ctrl-check has it (at least "
+           "--expire): a renewal restamps a client's file only when its stamp is older than this minus "
+           "--expire; default: --expire (every renewal restamps)", "DURATION"),
     Option("postfix-map", "list", (), "publish a Postfix access map (hash, btree, lmdb, cdb, texthash)", "TYPE:PATH"),
     Option("postfix-value", "str", "OK", "the access(5) action written for each client", "ACTION"),
     Option("postfix-config", "path", None, "Postfix configuration directory (postmap -c DIR)", "DIR"),
@@ -136,18 +139,19 @@ class Settings:
     config: str | None = None
     sessions: bool = False
     session_max: int = DEFAULT_SESSION_MAX
+    relay_ctrl_expiry: int | None = None
 
     def describe(self) -> list[tuple[str, str]]:
         """``(key, value)`` pairs as a settings file would spell them, for ``check-config``."""
         out = []
         for option in OPTIONS:
             value = getattr(self, option.attr)
-            if option.kind == "duration":
+            if value is None:
+                text = "(not set)"
+            elif option.kind == "duration":
                 text = format_duration(value)
             elif option.kind == "list":
                 text = ", ".join(value) if value else "(none)"
-            elif value is None:
-                text = "(not set)"
             else:
                 text = str(value).lower() if isinstance(value, bool) else str(value)
             out.append((option.name, text))
@@ -261,6 +265,10 @@ def _check(s: Settings) -> None:
             parse_matches(s.journal_match)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if s.relay_ctrl_expiry is not None and s.relay_ctrl_expiry < s.expire:
+        raise ConfigError(f"--relay-ctrl-expiry: {format_duration(s.relay_ctrl_expiry)} is shorter than --expire "
+                          f"{format_duration(s.expire)}; expected at least that, or relay-ctrl-check refuses "
+                          "clients relaywatch still allows")
     if not s.relay_ctrl_dir and not s.postfix_map and not s.sql:
         raise ConfigError("no sink: give --relay-ctrl-dir DIR and/or --postfix-map TYPE:PATH (or --sql URL)")
     try:

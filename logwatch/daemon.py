@@ -532,7 +532,8 @@ class Daemon:
 
 #: Settings a SIGHUP cannot change: they are files opened at start.
 _RESTART_ONLY = tuple(BY_NAME[name] for name in (
-    "log", "journal", "journal-match", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "postfix-map", "postfix-value", "postfix-config",
+    "log", "journal", "journal-match", "state", "relay-ctrl-dir", "relay-ctrl-mapped", "relay-ctrl-expiry",
+    "postfix-map", "postfix-value", "postfix-config",
     "sql", "sql-table", "sql-password-file", "sessions", "session-max"))
 
 

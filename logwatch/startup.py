@@ -112,7 +112,8 @@ def sink_specs(s: Settings) -> list[str]:
 
 def sink_options(s: Settings) -> SinkOptions:
     return SinkOptions(postfix_value=s.postfix_value, postfix_config=s.postfix_config,
-                       relay_ctrl_mapped=s.relay_ctrl_mapped, sql_table=s.sql_table,
+                       relay_ctrl_mapped=s.relay_ctrl_mapped, relay_ctrl_expiry=s.relay_ctrl_expiry,
+                       sql_table=s.sql_table,
                        sql_password_file=s.sql_password_file)
 
 

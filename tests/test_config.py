@@ -53,6 +53,7 @@ def test_command_line_overrides_the_file() -> None:
     ('never = "10.0.0.0/33"', "--never: '10.0.0.0/33' is not a network"),
     ('dnsbl = ["bad zone"]', "--dnsbl: 'bad zone' is not a DNS zone"),
     ('resolver = "dns.example.test"', "--resolver: 'dns.example.test' is not ADDR[:PORT]"),
+    ('relay-ctrl-expiry = "10m"', "--relay-ctrl-expiry: 10m is shorter than --expire 30m; expected at least that"),
 ])
 def test_mistakes_name_file_line_and_key(text: str, message: str) -> None:
     body = ('log = "/var/log/dovecot.log"\n' if not text.startswith("log =") else "") + text + '\nrelay-ctrl-dir = "/rc"\n'

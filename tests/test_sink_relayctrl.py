@@ -220,3 +220,33 @@ def test_a_restart_restoring_what_is_published_writes_nothing(allow: Path) -> No
     assert restamped.st_ino == moved.st_ino and restamped.st_mtime == T0 + 60
     restarted.drop("192.0.2.7")  # taken back as ours: a later expiry removes it
     assert sorted(os.listdir(allow)) == ["198.51.100.9"]
+
+
+def test_with_a_margin_a_renewal_restamps_only_when_relay_ctrl_check_needs_it(allow: Path) -> None:
+    """Issue 12: with RELAY_CTRL_EXPIRY = --expire + 10 minutes, a renewal within 10 minutes
+    of the file's stamp costs nothing, and relay-ctrl-check (its own rule, expiry 2400)
+    still allows the client every second of the grant and refuses it after."""
+    sink = open_sink(f"relayctrl:{allow}", SinkOptions(relay_ctrl_expiry=EXPIRE + 600))
+    sink.put(grant("192.0.2.7", T0))
+    inode = os.stat(allow / "192.0.2.7").st_ino
+    sink.put(grant("192.0.2.7", T0 + 590))
+    assert os.stat(allow / "192.0.2.7").st_mtime == T0  # not restamped
+    for now in (T0 + 590, T0 + 590 + EXPIRE):
+        assert relay_ctrl_allows(allow, "192.0.2.7", now, expiry=EXPIRE + 600)
+    sink.put(grant("192.0.2.7", T0 + 601))
+    st = os.stat(allow / "192.0.2.7")
+    assert (st.st_mtime, st.st_ino) == (T0 + 601, inode)  # past the margin: restamped in place
+    # A restart takes a file within the margin as it is, and still owns it.
+    again = open_sink(f"relayctrl:{allow}", SinkOptions(relay_ctrl_expiry=EXPIRE + 600))
+    again.put(grant("192.0.2.7", T0 + 900))
+    assert os.stat(allow / "192.0.2.7").st_mtime == T0 + 601
+    again.drop("192.0.2.7")
+    assert not (allow / "192.0.2.7").exists()
+
+
+def test_without_a_margin_every_renewal_restamps(allow: Path) -> None:
+    sink = open_sink(f"relayctrl:{allow}")
+    sink.put(grant("192.0.2.7", T0))
+    sink.put(grant("192.0.2.7", T0 + 1))
+    assert os.stat(allow / "192.0.2.7").st_mtime == T0 + 1
+    assert not relay_ctrl_allows(allow, "192.0.2.7", T0 + 2 + EXPIRE)

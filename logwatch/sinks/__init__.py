@@ -104,6 +104,7 @@ class SinkOptions:
         postfix_config: Postfix configuration directory, passed as ``-c DIR`` to postmap,
             postconf and postfix (``--postfix-config``); None for the default instance.
         relay_ctrl_mapped: also write ``::ffff:a.b.c.d`` files (``--relay-ctrl-mapped``).
+        relay_ctrl_expiry: ``RELAY_CTRL_EXPIRY`` in seconds (``--relay-ctrl-expiry``), or None.
         sql_table: the shared SQL table (``--sql-table``).
         sql_password_file: the SQL password's file (``--sql-password-file``), or None.
     """
@@ -111,6 +112,7 @@ class SinkOptions:
     postfix_value: str = "OK"
     postfix_config: str | None = None
     relay_ctrl_mapped: bool = False
+    relay_ctrl_expiry: float | None = None
     sql_table: str = "relay_clients"
     sql_password_file: str | None = None
 

@@ -14,6 +14,15 @@ So, why each rule here:
   ISP's thousands of renewals a second that is the difference between a core and nothing.
   A file that already has the right stamp (a restart that restores what is published) is
   not touched at all.
+- With ``expiry`` (``--relay-ctrl-expiry``, what ``RELAY_CTRL_EXPIRY`` is set to, at least
+  ``--expire``) a renewal restamps only a file whose stamp is more than ``expiry - expire``
+  older than the login: relay-ctrl-check then still allows until ``stamp + expiry >=
+  last login + expire``, the grant's own end, and relaywatch removes the file at that end.
+  The margin is the renewals it spares (a client polling every 5 minutes, ``--expire
+  30m``, ``RELAY_CTRL_EXPIRY=2400``: one login in three restamps); the price is that a file left
+  behind by a relaywatch that stopped is honoured up to the margin longer (until
+  ``withdraw-expired`` removes it). ``expire`` is each grant's own (``until - last``), so a
+  reload that changes ``--expire`` is followed.
 - Every operation is relative to a directory descriptor opened once and never follows a
   symlink: a planted link cannot make a root daemon create, stamp or delete files elsewhere.
 - Files relaywatch did not write are left alone. A file counts as ours if this sink wrote
@@ -52,18 +61,22 @@ class RelayCtrlSink:
     Args:
         directory: the directory relay-ctrl-check reads (``RELAY_CTRL_DIR``'s ``allow``).
         mapped: also write ``::ffff:a.b.c.d`` for each IPv4 address.
+        expiry: ``RELAY_CTRL_EXPIRY`` in seconds (see the module docstring), or None:
+            every renewal restamps.
 
     Raises:
         SinkError: not retryable: the directory does not exist or is not a directory.
     """
 
-    def __init__(self, directory: str, mapped: bool = False) -> None:
+    def __init__(self, directory: str, mapped: bool = False, expiry: float | None = None) -> None:
         self.spec = f"relayctrl:{directory}"
         self.directory = directory
         self.mapped = mapped
         self._dir = _open_directory(self.spec, directory)
         self._uid = os.geteuid()
-        self._ours: set[str] = set()
+        self.expiry = expiry
+        #: Our files: name -> the stamp we gave it.
+        self._ours: dict[str, float] = {}
         self._reported: set[str] = set()
         self._remove_stale_temporaries()
 
@@ -75,8 +88,9 @@ class RelayCtrlSink:
         Raises:
             SinkError: retryable, if the file could not be written (disk full, ...).
         """
+        slack = 0.0 if self.expiry is None else self.expiry - (grant.until - grant.last)
         for name in self._names(grant.ip):
-            self._write(name, grant.last)
+            self._write(name, grant.last, slack)
 
     def drop(self, ip: str, *, early: bool = False) -> None:
         """Remove the client's file, if this sink wrote it.
@@ -88,7 +102,7 @@ class RelayCtrlSink:
             if name not in self._ours:
                 continue
             if self._foreign(name):
-                self._ours.discard(name)
+                self._ours.pop(name, None)
                 continue
             try:
                 os.unlink(name, dir_fd=self._dir)
@@ -97,7 +111,7 @@ class RelayCtrlSink:
             except OSError as error:
                 raise SinkError(self.spec, f"cannot remove {name} ({error.strerror})",
                                 retryable=True) from None
-            self._ours.discard(name)
+            self._ours.pop(name, None)
 
     def commit(self) -> None:
         """Nothing to do: each put and drop is already visible."""
@@ -127,7 +141,7 @@ class RelayCtrlSink:
                 continue
             except OSError as error:
                 raise SinkError(self.spec, f"cannot remove {name} ({error.strerror})", retryable=True) from None
-            self._ours.discard(name)
+            self._ours.pop(name, None)
             removed += 1
         return removed
 
@@ -153,19 +167,24 @@ class RelayCtrlSink:
             return [ip, f"::ffff:{ip}"]
         return [ip]
 
-    def _write(self, name: str, mtime: float) -> None:
-        if name in self._ours:
+    def _write(self, name: str, mtime: float, slack: float = 0.0) -> None:
+        """Make ``name`` say a login at ``mtime``; a stamp up to ``slack`` older will do."""
+        stamp = self._ours.get(name)
+        if stamp is not None:
+            if 0.0 <= mtime - stamp <= slack:
+                return  # relay-ctrl-check allows it as long as the grant lasts
             if self._restamp(name, mtime):
+                self._ours[name] = mtime
                 return
         else:
             st = self._inspect(name)
             if st is not None and self._not_ours(name, st):
                 return
-            if st is not None and abs(st.st_mtime - mtime) < 0.001:
-                self._ours.add(name)  # what we published before a restart: nothing to write
+            if st is not None and (abs(st.st_mtime - mtime) < 0.001 or 0.0 <= mtime - st.st_mtime <= slack):
+                self._ours[name] = st.st_mtime  # what we published before a restart: nothing to write
                 return
             if st is not None and self._restamp(name, mtime):
-                self._ours.add(name)
+                self._ours[name] = mtime
                 return
         temp = f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
         try:
@@ -188,7 +207,7 @@ class RelayCtrlSink:
                 pass
             raise SinkError(self.spec, f"cannot write {name} ({error.strerror})",
                             retryable=True) from None
-        self._ours.add(name)
+        self._ours[name] = mtime
 
     def _restamp(self, name: str, mtime: float) -> bool:
         """Set the mtime of our file ``name`` (never through a link); False if it is gone."""
@@ -276,4 +295,4 @@ def check(kind: str, name: str, options: SinkOptions) -> None:
 
 def open_relayctrl(kind: str, name: str, options: SinkOptions) -> RelayCtrlSink:
     """Registry entry for ``relayctrl:DIR``."""
-    return RelayCtrlSink(name, mapped=options.relay_ctrl_mapped)
+    return RelayCtrlSink(name, mapped=options.relay_ctrl_mapped, expiry=options.relay_ctrl_expiry)
