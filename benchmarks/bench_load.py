@@ -214,6 +214,8 @@ def main() -> int:
     parser.add_argument("--expire", type=int, default=1800, help="--expire, seconds")
     parser.add_argument("--warmup-limit", type=float, default=900.0, help="give up warming up after this long")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--relay-ctrl-margin", type=int, default=0, metavar="SECONDS",
+                        help="relay-ctrl: run with --relay-ctrl-expiry = --expire + this (0: unset)")
     parser.add_argument("--profile", metavar="FILE", help="run relaywatch under cProfile, its stats to FILE "
                         "(slower: for where the time goes, not for the figures)")
     a = parser.parse_args()
@@ -229,7 +231,8 @@ def main() -> int:
     with log.open("w") as f:
         f.write(f"{stamp(now - a.expire)} master: Info: Dovecot v2.3.19.1 (9f57dc1bb0) starting up for imap, pop3\n")
     daemon = Daemon(["--log", str(log), "--state", str(work / "state" / "state.db"), "--never", "none",
-                     "--expire", str(a.expire), "--max-entries", str(max(a.live * 2, 1_000_000)), *sink.option],
+                     "--expire", str(a.expire), "--max-entries", str(max(a.live * 2, 1_000_000)), *sink.option,
+                     *(["--relay-ctrl-expiry", str(a.expire + a.relay_ctrl_margin)] if a.relay_ctrl_margin else [])],
                     work / "relaywatch.err", a.profile)
     time.sleep(1.5)  # it opens the log at its end: what follows is read
     # Warm-up: --live logins stamped evenly over the last --expire, oldest first.
@@ -327,7 +330,7 @@ def main() -> int:
     err = daemon.err.read_text(errors="replace")
     updates = [float(m) for m in re.findall(r"in (\d+(?:\.\d+)?) ms", err)]
     result = {
-        "sink": a.sink, "rate": a.rate, "live": a.live, "new_per_s": a.new, "seconds": a.seconds,
+        "sink": a.sink + (f" (margin {a.relay_ctrl_margin} s)" if a.relay_ctrl_margin else ""), "rate": a.rate, "live": a.live, "new_per_s": a.new, "seconds": a.seconds,
         "warmup_s": round(warmup, 1), "warmup_loop_step_max_ms": round(warm_watch.step * 1000, 1),
         "warmup_loop_step_lines": warm_watch.step_lines, "warmup_loop_pause_max_ms": round(warm_watch.pause * 1000, 1),
         "p50_ms": round(percentile(samples, 50), 1),
