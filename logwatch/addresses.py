@@ -134,11 +134,18 @@ class NeverList:
     #: The networks as ``(network number, mask)`` per IP version, for the quick path.
     _v4: tuple[tuple[int, int], ...] = ()
     _v6: tuple[tuple[int, int], ...] = ()
+    #: For ``listed``: the text before the first ``.`` of every IPv4 address the networks
+    #: hold, and before the first ``:`` of every IPv6 one (None: too many to list), as
+    #: ``normalise`` writes them (``_heads``).
+    _heads4: frozenset[str] = frozenset()
+    _heads6: frozenset[str] | None = frozenset()
 
     def __post_init__(self) -> None:
         for version, name in ((4, "_v4"), (6, "_v6")):
             numbers = tuple((int(n.network_address), int(n.netmask)) for n in self.networks if n.version == version)
             object.__setattr__(self, name, numbers)
+        object.__setattr__(self, "_heads4", _heads(4, self._v4) or frozenset())  # never None: 256 at most
+        object.__setattr__(self, "_heads6", _heads(6, self._v6))
 
     @classmethod
     def parse(cls, text: str | Iterable[str], option: str = "--never") -> NeverList:
@@ -189,5 +196,67 @@ class NeverList:
                 return True
         return False
 
+    def listed(self, ips: Iterable[str]) -> set[int]:
+        """The positions in ``ips`` of the addresses on the list; each must be in
+        ``normalise``'s form (``Ledger.restore_saved``'s rows, which ``state`` checked).
+
+        Why in bulk, and by the text first: a start-up asks this of a million addresses.
+        The text before an address's first ``.`` or ``:`` (its first byte, or its first
+        16 bits, as ``normalise`` writes them) is looked up among those of the networks'
+        addresses (``_heads``), and only an address found there is parsed and tested:
+        0.11 s at a million, whatever the number of networks, where parsing each cost
+        0.29 s with the default list (and a call of ``has`` each, 0.75 s).
+
+        Raises:
+            ValueError: an address looked at closely is not one.
+        """
+        v4, v6, heads4, heads6 = self._v4, self._v6, self._heads4, self._heads6
+        found: set[int] = set()
+        if not v4 and not v6:
+            return found
+        for position, ip in enumerate(ips):
+            if ":" in ip:
+                if v6 and (heads6 is None or ip.partition(":")[0] in heads6) and self.has(6, _number(6, ip)):
+                    found.add(position)
+            elif v4 and ip.partition(".")[0] in heads4 and self.has(4, _number(4, ip)):
+                found.add(position)
+        return found
+
     def __str__(self) -> str:
         return ",".join(str(n) for n in self.networks) if self.networks else "none"
+
+
+#: Above this many first 16 bits, an IPv6 network's are not listed (``_heads``): every
+#: IPv6 address is then tested in full.
+MAX_HEADS6 = 4096
+
+
+def _heads(version: int, networks: tuple[tuple[int, int], ...]) -> frozenset[str] | None:
+    """The text before the first ``.`` (IPv4) or ``:`` (IPv6) of every address of IP
+    ``version`` in ``networks`` (``(number, mask)``), as ``normalise`` writes it: an IPv4
+    address's first byte in decimal; an IPv6 address's first 16 bits in lowercase
+    hexadecimal without leading zeros, or ``""`` where they are zero and ``::`` begins the
+    address. None if an IPv6 network spans more than ``MAX_HEADS6`` values of its first 16 bits."""
+    bits = 32 if version == 4 else 128
+    shift, every = bits - (8 if version == 4 else 16), (1 << bits) - 1
+    heads: set[str] = set()
+    for network, mask in networks:
+        first, last = network >> shift, (network | ~mask & every) >> shift
+        if last - first >= MAX_HEADS6:
+            return None
+        heads.update(str(head) if version == 4 else format(head, "x") for head in range(first, last + 1))
+        if version == 6 and first == 0:
+            heads.add("")
+    return frozenset(heads)
+
+
+def _number(version: int, ip: str) -> int:
+    """The number of ``ip``, an address of IP ``version``.
+
+    Raises:
+        ValueError: it is not one.
+    """
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6, ip), "big")
+    except OSError:
+        raise ValueError(f"not an IPv{version} address: {ascii(ip)[:60]}") from None

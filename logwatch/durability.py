@@ -88,28 +88,30 @@ class Durability:
         warning = state.directory_warning(self.path)
         if warning:
             log.warning("%s", warning)
-        try:
-            self._store, loaded = state.open_store(self.path, now)
-        except (OSError, sqlite3.Error) as exc:
-            raise StartError(f"--state {self.path}: cannot open the database: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
-        if loaded.warning:
-            log.warning("%s", loaded.warning)
-        # A million grants and their changes are a million objects at once: the cyclic
+        # A million grants and their changes are millions of objects at once: the cyclic
         # collector would walk them again and again while they are made (a third of the
-        # restore), and in every later full collection. None of them is in a cycle.
+        # start-up), and in every later full collection. None of them is in a cycle.
         gc.disable()
         try:
-            restored = ledger.restore(loaded.grants, now)
+            try:
+                self._store, loaded = state.open_store(self.path, now)
+            except (OSError, sqlite3.Error) as exc:
+                raise StartError(f"--state {self.path}: cannot open the database: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
+            if loaded.warning:
+                log.warning("%s", loaded.warning)
+            before = len(ledger)
+            restored = ledger.restore_saved(loaded.grants, now, checked=True)  # state refuses a row it never wrote
         finally:
             gc.enable()
             gc.freeze()  # what start-up made is never scanned again (Python's advice for servers)
         if restored:
             log.info("restored %d grant(s) from %s", len(restored), self.path)
-        for grant in loaded.grants:
-            if grant.ip not in ledger:
-                self._pending[grant.ip] = None
-        saved = {g.ip: g for g in loaded.grants} if loaded.sessions else None
+        if before or len(ledger) < len(loaded.grants):  # else an empty ledger took every row
+            for row in loaded.grants:
+                if row[0] not in ledger:
+                    self._pending[row[0]] = None
+        saved = {row[0]: row for row in loaded.grants} if loaded.sessions else None
         reopened = ledger.restore_sessions(loaded.sessions, now, saved)
         ledger.session_changes()  # the sessions it took are the rows already there
         kept = {sid for sid, _ip, _start in ledger.sessions()}

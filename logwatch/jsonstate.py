@@ -26,7 +26,7 @@ from pathlib import Path
 
 from logwatch import atomic, safefile
 from logwatch.addresses import normalise
-from logwatch.model import Grant
+from logwatch.model import Grant, SavedGrant
 
 FORMAT = "relaywatch-state"
 VERSION = 1
@@ -47,13 +47,15 @@ class Loaded:
     """What ``load`` found.
 
     Attributes:
-        grants: the saved grants, unfiltered (``until`` is recomputed by the ledger).
+        grants: the saved grants, unfiltered, each ``(ip, user, service, first, last,
+            count)`` (``model.SavedGrant``: the ledger works out ``until``); every one
+            checked as we write them (times, count, the address in ``normalise``'s form).
         warning: one line to log if a file was unusable and set aside, else ``""``.
         sessions: the open sessions saved with the grants (``--sessions``), as
             ``(session id, ip, start)``, unfiltered; the JSON format has none.
     """
 
-    grants: tuple[Grant, ...]
+    grants: tuple[SavedGrant, ...]
     warning: str = ""
     sessions: tuple[tuple[str, str, float], ...] = ()
 
@@ -95,7 +97,7 @@ def load(path: str | os.PathLike[str], now: float) -> Loaded:
         wal = wal_path(source)
         warnings.append(set_aside(wal, now, error, str(wal),
                                   "the grants made since the state file was written are not restored"))
-    return Loaded(grants, "; ".join(warnings))
+    return Loaded(tuple((g.ip, g.user, g.service, g.first, g.last, g.count) for g in grants), "; ".join(warnings))
 
 
 def read(path: str | os.PathLike[str]) -> tuple[Grant, ...]:

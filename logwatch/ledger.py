@@ -40,12 +40,14 @@ session costs about 200 bytes beyond its grant (``benchmarks/bench_sessions.py``
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import operator
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 
 from logwatch.addresses import NeverList, canonical_number, normalise
-from logwatch.model import DROP, PUT, Change, Grant, LoginEvent
+from logwatch.model import DROP, PUT, Change, Grant, LoginEvent, SavedGrant
 
 #: ``--max-entries`` when not given. A provider with a million mailboxes polling every five
 #: minutes has about 400,000 clients live within a 30-minute window (issue 12); the cap is
@@ -262,7 +264,7 @@ class Ledger:
         return tuple(changes)
 
     def restore_sessions(self, saved: Iterable[tuple[str, str, float]], now: float,
-                         grants: Mapping[str, Grant] | None = None) -> tuple[Change, ...]:
+                         grants: Mapping[str, SavedGrant] | None = None) -> tuple[Change, ...]:
         """Reopen sessions saved with the state (call after ``restore``), under today's
         ``session_max`` and never-list. A session whose address lost its grant while
         relaywatch was down (it outlasted ``expire``) is granted again from ``now``: the
@@ -288,8 +290,8 @@ class Ledger:
                 changes.extend(self._make_room(1))
                 old = grants.get(ip) if grants is not None else None
                 grant = (Grant(ip, "", "", start, now, 1, now + self.expire_after) if old is None else
-                         Grant(ip, sys.intern(old.user), sys.intern(old.service), min(old.first, start, now), now,
-                               max(1, int(old.count)), now + self.expire_after))
+                         Grant(ip, sys.intern(old[1]), sys.intern(old[2]), min(old[3], start, now), now,
+                               max(1, int(old[5])), now + self.expire_after))
                 self._insert(grant)
                 changes.append(Change(PUT, grant, "restored"))
             self._open_session(session, ip, start, now)
@@ -336,29 +338,74 @@ class Ledger:
         return tuple(changes)
 
     def restore(self, grants: Iterable[Grant], now: float) -> tuple[Change, ...]:
+        """``restore_saved`` for grants as the ledger holds them (a reload's, or a viewer's
+        read of the state): their ``until`` is not read, and their addresses are checked."""
+        return self.restore_saved([(g.ip, g.user, g.service, g.first, g.last, g.count) for g in grants], now)
+
+    def restore_saved(self, saved: Iterable[SavedGrant], now: float, *, checked: bool = False) -> tuple[Change, ...]:
         """Load grants saved by ``--state``, under today's policy, and return their PUTs.
 
         A saved grant is dropped if its last login plus the *current* ``--expire`` has
         passed, if its address is now on the never-list, or if it is not an address;
         ``until`` is recomputed, so shortening ``--expire`` takes effect across a restart.
         A restart therefore withdraws nobody still owed relay and re-grants nobody expired.
+        A last login in the future counts as ``now``.
+
+        ``checked``: every row is as ``state`` hands them on, which it refuses otherwise
+        (finite times, ``first <= last``, a count of at least one, the address in
+        ``normalise``'s form), so the addresses are not parsed but for the never-list.
+
+        Why two ways: a start-up restores a million grants into an empty ledger, which in
+        bulk is a sort, a bisection for the expired, one pass over the addresses for the
+        never-list (``NeverList.listed``) and a ``Grant`` and a ``Change`` each, all in
+        order, so the dict of grants needs no late heap; anything else (a ledger not empty,
+        rows not ``checked``, more than ``max_entries`` live, an address twice) takes one
+        grant at a time (``_restore_each``), with the same result.
 
         Returns:
-            ``PUT`` changes with reason ``restored`` (and ``DROP``s with reason ``cap`` if
-            the saved set exceeds ``max_entries``; the oldest go first).
+            ``PUT`` changes with reason ``restored``, oldest last login first (and ``DROP``s
+            with reason ``cap`` if the saved set exceeds ``max_entries``; the oldest go first).
         """
+        expire = self.expire_after
+        rows = sorted(saved, key=_saved_last)
+        if not checked or self._grants:
+            return self._restore_each(rows, now)
+        # Live from ``cut`` on: ``min(last, now) + expire`` only grows along ``rows``.
+        cut = bisect.bisect_right(rows, now, key=lambda row: min(row[4], now) + expire)
+        rows = rows[cut:]
+        listed = self.never.listed([row[0] for row in rows])
+        if listed:
+            rows = [row for position, row in enumerate(rows) if position not in listed]
+        if len(rows) > self.max_entries:
+            return self._restore_each(rows, now)
+        future = bisect.bisect_right(rows, now, key=_saved_last)  # logged ahead of our clock: as at ``now``
+        intern = sys.intern
+        made = [Grant(ip, intern(user), intern(service), first, last, count, last + expire)
+                for ip, user, service, first, last, count in rows[:future]]
+        made += [Grant(ip, intern(user), intern(service), min(first, now), now, count, now + expire)
+                 for ip, user, service, first, _last, count in rows[future:]]
+        grants = dict(zip(map(_saved_ip, rows), made))
+        if len(grants) < len(made):  # an address twice: the one-at-a-time rules decide which stays
+            return self._restore_each(rows, now)
+        self._grants = grants
+        if made:
+            self._tail = made[-1].until
+        return tuple(Change(PUT, grant, "restored") for grant in made)
+
+    def _restore_each(self, rows: list[SavedGrant], now: float) -> tuple[Change, ...]:
+        """``restore_saved`` one grant at a time, ``rows`` in ``last`` order."""
         changes: list[Change] = []
-        for saved in sorted(grants, key=_by_last):
-            last = min(saved.last, now)
+        for saved_ip, user, service, saved_first, saved_last, saved_count in rows:
+            last = min(saved_last, now)
             if last + self.expire_after <= now:
                 continue
-            known = canonical_number(saved.ip)  # the quick path: the store writes canonical addresses
+            known = canonical_number(saved_ip)  # the quick path: the store writes canonical addresses
             if known is not None:
-                ip = saved.ip
+                ip = saved_ip
                 if self.never.has(*known):
                     continue
             else:
-                normalised = normalise(saved.ip)
+                normalised = normalise(saved_ip)
                 if normalised is None or normalised in self.never:
                     continue
                 ip = normalised
@@ -369,10 +416,10 @@ class Ledger:
                 del self._grants[ip]
             elif len(self._grants) >= self.max_entries:
                 changes.extend(self._make_room(1))
-            first = min(saved.first, last)
-            count = max(1, int(saved.count))
+            first = min(saved_first, last)
+            count = max(1, int(saved_count))
             until = last + self.expire_after
-            grant = Grant(ip, sys.intern(saved.user), sys.intern(saved.service), first, last, count, until)
+            grant = Grant(ip, sys.intern(user), sys.intern(service), first, last, count, until)
             self._insert(grant)
             changes.append(Change(PUT, grant, "restored"))
         return tuple(changes)
@@ -551,8 +598,9 @@ def _by_until(grant: Grant) -> float:
     return grant.until
 
 
-def _by_last(grant: Grant) -> float:
-    return grant.last
+#: A saved grant's ``last``, and its address (``SavedGrant``).
+_saved_last = operator.itemgetter(4)
+_saved_ip = operator.itemgetter(0)
 
 
 def _by_start(row: tuple[str, str, float]) -> float:

@@ -57,6 +57,13 @@ class Grant:
     until: float
 
 
+#: A grant as ``--state`` keeps it: ``(ip, user, service, first, last, count)``, each as
+#: ``Grant`` has it. No ``until``: that is ``last`` plus the ``--expire`` of the day it is
+#: read, the ledger's to work out (``Ledger.restore_saved``). A plain tuple, not a ``Grant``:
+#: a start-up reads a million of them, and makes each into the ledger's ``Grant`` once.
+SavedGrant = tuple[str, str, str, float, float, int]
+
+
 #: ``Change.kind`` values. A sink puts on ``PUT`` and drops on ``DROP``; nothing else exists.
 PUT = "put"
 DROP = "drop"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logwatch.addresses import NeverList, NormaliseCache, normalise
 
@@ -84,3 +86,48 @@ def test_the_never_lists_quick_path_agrees_with_ipaddress() -> None:
         ip = str(ipaddress.IPv4Address(rng.choice([0x7F000000, 0xC0000200, 0xC6336400, 0]) + rng.randrange(512)))
         expected = any(ipaddress.ip_address(ip) in n for n in never.networks)
         assert (ip in never) is expected, ip
+
+
+# --- NeverList.listed: the bulk test a start-up makes of a million restored addresses ----------
+
+#: Networks near the addresses below, of every size: a byte or 16 bits boundary or not,
+#: one address, the whole of IPv6, and wider than ``MAX_HEADS6`` first 16 bits.
+_NETWORKS = st.one_of(
+    st.builds(lambda n, p: str(ipaddress.ip_network((n, p), strict=False)),
+              st.sampled_from([0x7F000001, 0xA9FE0102, 0, 0x0A000000, 0xC0000280]), st.integers(0, 32)),
+    st.builds(lambda n, p: str(ipaddress.ip_network((n, p), strict=False)),
+              st.sampled_from([1, 0, 0xFE80 << 112, 0x20010DB8 << 96, 0x0FE8 << 112, 0x127 << 112]),
+              st.integers(0, 128)),
+)
+#: Addresses in ``normalise``'s form, in those networks, beside them, and anywhere.
+_ADDRESSES = st.one_of(
+    st.builds(lambda base, off: str(ipaddress.IPv4Address((base + off) % (1 << 32))),
+              st.sampled_from([0x7F000000, 0xA9FE0000, 0, 0x0A000000, 0xC0000200, 0x7E000000]),
+              st.integers(-300, 300)),
+    st.builds(lambda base, off: ipaddress.IPv6Address((base + off) % (1 << 128)).compressed,
+              st.sampled_from([0, 0xFE80 << 112, 0xFEC0 << 112, 0x20010DB8 << 96, 0x0FE8 << 112, 0x127 << 112,
+                               0xFFFF << 32]),
+              st.integers(-(1 << 20), 1 << 20)),
+    st.integers(0, (1 << 32) - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+    st.integers(0, (1 << 128) - 1).map(lambda n: ipaddress.IPv6Address(n).compressed),
+).map(lambda text: normalise(text) or text)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(networks=st.lists(_NETWORKS, max_size=4), ips=st.lists(_ADDRESSES, max_size=40))
+def test_listed_says_what_ipaddress_says(networks: list[str], ips: list[str]) -> None:
+    """The bulk test, its look-up by the text before the first dot or colon included, finds
+    exactly the addresses ``ipaddress`` puts in the networks."""
+    never = NeverList.parse(networks or "none")
+    expected = {n for n, ip in enumerate(ips)
+                if any(ipaddress.ip_address(ip) in network for network in never.networks)}
+    assert never.listed(ips) == expected
+    assert expected == {n for n, ip in enumerate(ips) if ip in never}
+
+
+def test_listed_with_the_default_list_and_none() -> None:
+    ips = ["127.0.0.1", "128.0.0.1", "169.254.1.1", "169.253.1.1", "0.0.0.0", "0.0.0.1", "::1", "::", "::2",
+           "fe80::1", "febf:1::", "fec0::1", "fe8::1", "2001:db8::1", "12.0.0.1"]
+    assert sorted(NeverList.default().listed(ips)) == [0, 2, 4, 6, 7, 9, 10]
+    assert NeverList.parse("none").listed(ips) == set()
+    assert NeverList.parse("::/0").listed(ips) == set(range(6, 14))  # too wide to list its heads: all tested

@@ -15,7 +15,7 @@ from logwatch import checkpoint, state
 from logwatch.checkpoint import FilePosition, LogCheckpoint
 from logwatch.durability import Durability
 from logwatch.ledger import Ledger
-from logwatch.model import DROP, PUT, Change, Grant
+from logwatch.model import DROP, PUT, Change, Grant, LoginEvent
 from logwatch.reporter import Reporter
 
 T0 = 1_780_000_000.0
@@ -179,6 +179,20 @@ def test_restore_deletes_the_rows_the_ledger_does_not_take(tmp_path: Path) -> No
     restored = again.restore(Ledger(expire_after=600), T0 + 700)  # 192.0.2.7 expired meanwhile
     assert [c.ip for c in restored] == ["192.0.2.8"]
     assert set(in_state(tmp_path)) == {"192.0.2.8"}
+    again.close()
+
+
+def test_restore_into_a_ledger_not_empty_still_deletes_what_it_does_not_take(tmp_path: Path) -> None:
+    """As many grants after as rows read, yet one row not taken: the ledger held one before."""
+    d = durable(tmp_path)
+    d.restore(Ledger(), T0)
+    d.record([put("192.0.2.7", T0), put("192.0.2.8", T0 + 500)], T0 + 500)
+    d.close()
+    ledger = Ledger(expire_after=600)
+    ledger.grant(LoginEvent("192.0.2.99", "ann", "imap-login", T0 + 690), T0 + 690)
+    again = durable(tmp_path)
+    assert [c.ip for c in again.restore(ledger, T0 + 700)] == ["192.0.2.8"]  # 192.0.2.7 expired meanwhile
+    assert len(ledger) == 2 and set(in_state(tmp_path)) == {"192.0.2.8"}
     again.close()
 
 

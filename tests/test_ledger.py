@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from logwatch.addresses import NeverList
+from logwatch.addresses import NeverList, normalise
 from logwatch.ledger import Ledger
-from logwatch.model import DROP, PUT, Grant, LoginEvent
+from logwatch.model import DROP, PUT, Change, Grant, LoginEvent, SavedGrant
 from logwatch.sinks import apply, open_sink
 from logwatch.sinks.memory import MemorySink
 
@@ -209,3 +211,93 @@ def test_changes_drive_a_memory_sink() -> None:
     sink.close()
     with pytest.raises(RuntimeError, match="^memory:test: used after close"):
         sink.commit()
+
+
+# --- restore_saved: the bulk restore of a start-up, against the one-at-a-time rules -------------
+
+
+def restored_as_before(ledger: Ledger, grants: list[Grant], now: float) -> tuple[Change, ...]:
+    """The rules of ``Ledger.restore`` before the bulk path (4cc87f9), written plainly: the reference."""
+    changes: list[Change] = []
+    for saved in sorted(grants, key=lambda g: g.last):
+        last = min(saved.last, now)
+        if last + ledger.expire_after <= now:
+            continue
+        ip = normalise(saved.ip)
+        if ip is None or ip in ledger.never:
+            continue
+        old = ledger._grants.get(ip)
+        if old is not None:
+            if old.last >= last:
+                continue
+            del ledger._grants[ip]
+        elif len(ledger._grants) >= ledger.max_entries:
+            changes.extend(ledger._make_room(1))
+        grant = Grant(ip, saved.user, saved.service, min(saved.first, last), last, max(1, int(saved.count)),
+                      last + ledger.expire_after)
+        ledger._insert(grant)
+        changes.append(Change(PUT, grant, "restored"))
+    return tuple(changes)
+
+
+def inside(ledger: Ledger) -> tuple[object, ...]:
+    """Everything that decides what a ledger does next: its grants in order, its heap, its tail."""
+    return list(ledger._grants.items()), sorted(ledger._late), ledger._tail
+
+
+#: Canonical addresses, a few (so that some come twice), some never-listed by default.
+RESTORED_IPS = st.sampled_from(["192.0.2.1", "192.0.2.2", "198.51.100.7", "127.0.0.1", "169.254.3.3", "0.0.0.0",
+                                "2001:db8::1", "2001:db8::2", "::1", "fe80::9", "::", "10.1.2.3"])
+#: Rows as ``state`` hands them on: finite times, first no later than last, a count.
+CHECKED_ROWS = st.lists(st.builds(
+    lambda ip, user, first_back, last_off, count: (ip, user, "imap-login", T0 + last_off - first_back, T0 + last_off,
+                                                   count),
+    RESTORED_IPS, st.sampled_from(["ann", "bob"]), st.sampled_from([0.0, 0.5, 100.0, 5000.0]),
+    st.sampled_from([-700.0, -600.0, -599.5, -300.0, -1.0, 0.0, 0.25, 50.0, 700.0]), st.integers(1, 3)),
+    max_size=30)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(rows=CHECKED_ROWS, never=st.sampled_from(["default", "none", "10.0.0.0/8,2001:db8::2"]),
+       cap=st.sampled_from([1, 3, 100]), expire=st.sampled_from([600.0, 1e-9]))
+def test_restore_saved_makes_the_ledger_the_rules_made(rows: list[SavedGrant], never: str, cap: int,
+                                                      expire: float) -> None:
+    """The bulk path (an empty ledger, checked rows) and the one-at-a-time path (the
+    rest) leave the ledger, and return the changes, that the restore before them did:
+    expired at ``T0`` (an ``--expire`` too short to count included), never-listed, an
+    address twice, over the cap, a last login ahead of the clock."""
+    policy = NeverList.default() if never == "default" else NeverList.parse(never)
+    reference = Ledger(expire_after=expire, never=policy, max_entries=cap)
+    expected = restored_as_before(reference, [Grant(*row, row[4]) for row in rows], T0)
+    for checked in (True, False):
+        ledger = Ledger(expire_after=expire, never=policy, max_entries=cap)
+        assert ledger.restore_saved(rows, T0, checked=checked) == expected
+        assert inside(ledger) == inside(reference)
+        assert ledger.next_expiry() == reference.next_expiry()
+        assert ledger.expire(T0 + 300) == copy_of(reference).expire(T0 + 300)
+
+
+def copy_of(ledger: Ledger) -> Ledger:
+    twin = Ledger(expire_after=ledger.expire_after, never=ledger.never, max_entries=ledger.max_entries)
+    twin._grants, twin._late, twin._tail = dict(ledger._grants), list(ledger._late), ledger._tail
+    return twin
+
+
+def test_restore_saved_takes_the_bulk_path_only_where_it_may() -> None:
+    """A ledger already holding grants, or rows not checked, go one at a time: the result
+    is the rules' either way (the property above), this says which way was taken."""
+    rows: list[SavedGrant] = [("192.0.2.1", "a", "imap-login", T0, T0, 1), ("192.0.2.2", "b", "imap-login", T0, T0, 1)]
+    bulk = Ledger(expire_after=600)
+    bulk.restore_saved(rows, T0, checked=True)
+    assert bulk._grants["192.0.2.1"].user == "a" and not bulk._late
+    held = Ledger(expire_after=600)
+    held.grant(login("192.0.2.9", T0 + 5), now=T0 + 5)
+    held.restore_saved(rows, T0 + 5, checked=True)  # behind the held grant: on the late heap
+    assert [g.ip for g in held.grants()] == ["192.0.2.1", "192.0.2.2", "192.0.2.9"] and len(held._late) == 2
+
+
+def test_restore_of_grants_normalises_what_restore_saved_is_not_told_is_checked() -> None:
+    ledger = Ledger(expire_after=600)
+    changes = ledger.restore([Grant("::FFFF:192.0.2.7", "a", "imap-login", T0, T0, 1, 0.0),
+                              Grant("2001:DB8::1", "b", "imap-login", T0, T0, 1, 0.0)], T0)
+    assert [c.ip for c in changes] == ["192.0.2.7", "2001:db8::1"]

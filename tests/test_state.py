@@ -4,6 +4,7 @@ JSON format, and what a planted or damaged file beside --state must not do (issu
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -13,13 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from logwatch import jsonstate, state
-from logwatch.model import Grant
+from logwatch import jsonstate, safefile, state
+from logwatch.model import Grant, SavedGrant
 
 T0 = 1_780_000_000.0
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -40,8 +43,10 @@ def saved(path: Path, rows: list[Grant]) -> None:
     store.close()
 
 
-def fields(rows: tuple[Grant, ...] | list[Grant]) -> list[tuple[object, ...]]:
-    return sorted((g.ip, g.user, g.service, g.first, g.last, g.count) for g in rows)
+def fields(rows: Iterable[Grant | SavedGrant]) -> list[tuple[object, ...]]:
+    """The saved fields of ``Grant``s (a viewer's) or of ``SavedGrant``s (the daemon's), sorted."""
+    return sorted(row if isinstance(row, tuple) else (row.ip, row.user, row.service, row.first, row.last, row.count)
+                  for row in rows)
 
 
 def only_aside(directory: Path, name: str) -> Path:
@@ -72,7 +77,7 @@ def test_user_names_are_bound_not_trusted(tmp_path: Path) -> None:
     path = tmp_path / "s"
     hostile = Grant("192.0.2.7", "x'); DROP TABLE grants; --\"\n}{\u2028é\x00", "imap-login", T0, T0, 1, T0 + 1)
     saved(path, [hostile])
-    assert state.load(path, now=T0).grants[0].user == hostile.user
+    assert state.load(path, now=T0).grants[0][1] == hostile.user
 
 
 def test_a_nan_cannot_be_written(tmp_path: Path) -> None:
@@ -144,7 +149,7 @@ def test_unreadable_path_is_set_aside_too(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from logwatch import state
-from logwatch.model import Grant
+from logwatch.model import Grant, SavedGrant
 store, _ = state.open_store(sys.argv[1], 1.0)
 n = 0
 while True:
@@ -170,8 +175,8 @@ def test_state_survives_sigkill_mid_transaction(tmp_path: Path) -> None:
         writer.stdout.close()
         loaded = state.load(path, now=T0)
         assert loaded.warning == ""
-        assert len(loaded.grants) == 250 and len({g.last for g in loaded.grants}) == 1
-        assert {g.count for g in loaded.grants} == {int(loaded.grants[0].last)}
+        assert len(loaded.grants) == 250 and len({row[4] for row in loaded.grants}) == 1
+        assert {row[5] for row in loaded.grants} == {int(loaded.grants[0][4])}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
@@ -214,7 +219,7 @@ def test_a_json_wal_without_its_state_file_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     jsonstate.wal_path(path).write_bytes(OLD_WAL)
     loaded = state.load(path, now=T0)
-    assert [g.ip for g in loaded.grants] == ["192.0.2.1", "198.51.100.9"]
+    assert [row[0] for row in loaded.grants] == ["192.0.2.1", "198.51.100.9"]
     assert "migrated 2 grant(s)" in loaded.warning and not jsonstate.wal_path(path).exists()
 
 
@@ -235,7 +240,7 @@ def test_a_migration_killed_before_its_rename_is_done_again(tmp_path: Path) -> N
     path.write_bytes(OLD_STATE)
     (tmp_path / ".state.json.0123456789ab.tmp").write_bytes(b"SQLite format 3\x00half")  # left by the kill
     loaded = state.load(path, now=T0)
-    assert [g.ip for g in loaded.grants] == ["192.0.2.1", "2001:db8::7"] and "migrated 2 grant(s)" in loaded.warning
+    assert [row[0] for row in loaded.grants] == ["192.0.2.1", "2001:db8::7"] and "migrated 2 grant(s)" in loaded.warning
     assert path.read_bytes().startswith(b"SQLite format 3\x00")
 
 
@@ -246,7 +251,7 @@ import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # /dev/zero or 3 GiB: MemoryError, not the machine
 from logwatch import state
 loaded = state.load(sys.argv[1], now=float(sys.argv[2]))
-print(json.dumps({"ips": [g.ip for g in loaded.grants], "warning": loaded.warning}))
+print(json.dumps({"ips": [row[0] for row in loaded.grants], "warning": loaded.warning}))
 """
 
 
@@ -336,7 +341,7 @@ def test_a_wal_anyone_else_could_write_is_not_trusted(tmp_path: Path, uid: int, 
     os.chmod(wal, mode)
     loaded = state.load(path, now=T0)
     assert loaded.warning.startswith(f"{wal}: refused (") and "\n" not in loaded.warning
-    assert [g.ip for g in loaded.grants] == ["198.51.100.0"]
+    assert [row[0] for row in loaded.grants] == ["198.51.100.0"]
     assert only_aside(tmp_path, "state.db-wal").stat().st_uid == uid
 
 
@@ -427,6 +432,9 @@ PLANTED = [
     ("::ffff:192.0.2.1", "u", "imap-login", T0, T0, 1),         # not as we write it
     ("2001:DB8::1", "u", "imap-login", T0, T0, 1),
     ("192.0.2.1", b"u", "imap-login", T0, T0, 1),               # a blob for a name
+    (3221225985, "u", "imap-login", T0, T0, 1),                 # an address as a number
+    ("1" * 46, "u", "imap-login", T0, T0, 1),                   # longer than any address
+    ("192.0.2.1", "u", "imap-login", T0, T0, "many"),           # text for a count
 ]
 
 
@@ -445,6 +453,39 @@ def test_non_finite_and_out_of_range_values_set_the_database_aside(tmp_path: Pat
     assert loaded.grants == ()
     assert loaded.warning.startswith(f"--state {path}: unreadable (grant ") and "\n" not in loaded.warning
     assert only_aside(tmp_path, "state.db").exists()
+
+
+#: What a planted row's columns may hold: every type SQLite stores, at and around each bound.
+_ANYTHING = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1), st.sampled_from([0, 1, -1]),
+                      st.floats(allow_nan=True), st.sampled_from([0.0, -0.0, T0, safefile.LATEST,
+                                                                  math.nextafter(safefile.LATEST, 0), 5e-324]),
+                      st.text(max_size=50), st.sampled_from(["", "1", "12", "x" * 45, "x" * 46, "1.5", "T0"]),
+                      st.binary(max_size=8))
+
+
+#: A row as we write it, with up to three of its columns replaced by anything.
+_ROWS = st.dictionaries(st.integers(0, 5), _ANYTHING, max_size=3).map(
+    lambda changed: tuple(changed.get(n, value) for n, value in enumerate(("192.0.2.1", "u", "imap-login", T0, T0, 1))))
+
+
+@settings(max_examples=1500, deadline=None, database=None)
+@given(row=_ROWS)
+def test_the_check_of_a_row_read_is_the_check_constraint(row: tuple[object, ...]) -> None:
+    """``state._valid`` (each row read, in Python) says of any row what ``VALID`` (the CHECK
+    constraint, in SQL) says, through the columns' own types (a REAL column keeps 1 as
+    1.0, an INTEGER column "1" as 1; a NaN is stored as NULL). One difference: SQLite's
+    ``length`` stops at a NUL, ``len`` does not; no address holds one, and the test of
+    the address (``_is_canonical``), which comes next, refuses it either way."""
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE grants (ip TEXT, user TEXT, service TEXT, first REAL, last REAL, "
+                       "count INTEGER)")
+    connection.execute(f"INSERT INTO grants ({state.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", row)
+    (*stored, valid), = connection.execute(f"SELECT {state.COLUMNS}, ({state.VALID}) IS 1 FROM grants")
+    connection.close()
+    if isinstance(stored[0], str) and "\0" in stored[0]:
+        assert not state._is_canonical(stored[0])
+    else:
+        assert state._valid(tuple(stored)) is bool(valid)
 
 
 def test_a_tick_commits_its_own_pages_not_the_whole_table(tmp_path: Path) -> None:
