@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import operator
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 
+from logwatch import model
 from logwatch.addresses import NeverList, canonical_number, normalise
 from logwatch.model import DROP, PUT, Change, Grant, LoginEvent, SavedGrant
 
@@ -357,8 +359,8 @@ class Ledger:
 
         Why two ways: a start-up restores a million grants into an empty ledger, which in
         bulk is a sort, a bisection for the expired, one pass over the addresses for the
-        never-list (``NeverList.listed``) and a ``Grant`` and a ``Change`` each, all in
-        order, so the dict of grants needs no late heap; anything else (a ledger not empty,
+        never-list (``NeverList.listed``) and a ``Grant`` and a ``Change`` each, made in
+        bulk (``model.grants``), all in order, so the dict of grants needs no late heap; anything else (a ledger not empty,
         rows not ``checked``, more than ``max_entries`` live, an address twice) takes one
         grant at a time (``_restore_each``), with the same result.
 
@@ -380,17 +382,18 @@ class Ledger:
             return self._restore_each(rows, now)
         future = bisect.bisect_right(rows, now, key=_saved_last)  # logged ahead of our clock: as at ``now``
         intern = sys.intern
-        made = [Grant(ip, intern(user), intern(service), first, last, count, last + expire)
-                for ip, user, service, first, last, count in rows[:future]]
-        made += [Grant(ip, intern(user), intern(service), min(first, now), now, count, now + expire)
-                 for ip, user, service, first, _last, count in rows[future:]]
+        made = model.grants(itertools.chain(
+            ((ip, intern(user), intern(service), first, last, count, last + expire)
+             for ip, user, service, first, last, count in rows[:future]),
+            ((ip, intern(user), intern(service), min(first, now), now, count, now + expire)
+             for ip, user, service, first, _last, count in rows[future:])))
         grants = dict(zip(map(_saved_ip, rows), made))
         if len(grants) < len(made):  # an address twice: the one-at-a-time rules decide which stays
             return self._restore_each(rows, now)
         self._grants = grants
         if made:
             self._tail = made[-1].until
-        return tuple(Change(PUT, grant, "restored") for grant in made)
+        return tuple(model.changes(PUT, made, "restored"))
 
     def _restore_each(self, rows: list[SavedGrant], now: float) -> tuple[Change, ...]:
         """``restore_saved`` one grant at a time, ``rows`` in ``last`` order."""
