@@ -4,17 +4,21 @@ against a whole rebuild, per type.
 A script that prints figures, not a test: run ``python benchmarks/bench_postmap_batch.py``
 from the checkout (Postfix, postfix-lmdb and postfix-cdb installed). For each size and type
 it fills a ``PostfixMapSink`` with that many clients, then times from ``commit`` to the map
-being live (``flush``):
+being live (``flush``), with no wait between publications (``gap=0``: the publication's
+own cost, not the 50 ms the sink lets commits gather for):
 
 - in place: what the sink does for the batch (hash, btree, lmdb): text appended and
-  blanked, ``postmap -r -i`` and ``postmap -d -``, for hash and btree in a copy of the
-  live file that is fsync'd and renamed;
+  blanked, then for hash and btree ``postmap -r -i`` and ``postmap -d -`` in a copy of the
+  live file that is fsync'd and renamed, for lmdb one LMDB transaction in the live file
+  through liblmdb (``sinks/lmdbfile.py``), and for ``lmdb/postmap`` (the fallback when
+  liblmdb cannot be loaded) ``postmap -r -i`` and ``postmap -d -`` in the live file;
 - whole: the same batch with a whole rebuild forced (text, postmap under a temporary name,
   fsync, rename), which is all cdb and texthash can do (no reload is timed for texthash:
   Postfix is not running here).
 
 Addresses come from 198.18.0.0/15 (RFC 2544's benchmarking range) and 2001:db8::/32, in a
-private config dir.
+private config dir. For lmdb it also prints what opening the environment costs (an empty
+batch: open, check, lock, commit nothing, close; the sink opens it once per batch).
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from logwatch import postfix  # noqa: E402
 from logwatch.model import Grant  # noqa: E402
+from logwatch.sinks import lmdbfile  # noqa: E402
 from logwatch.sinks.postfixmap import PostfixMapSink  # noqa: E402
 
-TYPES = ("hash", "btree", "lmdb", "cdb", "texthash")
+TYPES = ("hash", "btree", "lmdb", "lmdb/postmap", "cdb", "texthash")
+#: A library name that cannot be loaded: the sink's lmdb batches then go through postmap.
+NO_LIBRARY = "liblmdb-bench-none.so.0"
 
 
 def addresses(count: int) -> list[str]:
@@ -59,12 +66,16 @@ def one_batch(sink: PostfixMapSink, puts: list[str], drops: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def measure(map_type: str, work: Path, config: Path, entries: int, repeat: int,
-            batch: int) -> tuple[float | None, float]:
-    """Median seconds for a batch in place (None: not an in-place type) and whole."""
+def measure(name: str, work: Path, config: Path, entries: int, repeat: int,
+            batch: int) -> tuple[float | None, float, float | None]:
+    """Median seconds for a batch in place (None: not an in-place type) and whole, and
+    for lmdb through liblmdb the median of an empty batch (the environment's open)."""
+    map_type, _, how = name.partition("/")
     ips = addresses(entries + batch * 2 * repeat)
-    sink = PostfixMapSink(map_type, str(work / f"relay_{map_type}_{entries}"), "OK", str(config),
-                          batch_limit=10 ** 9, rebuild_after=10 ** 9, rebuild_every=10 ** 9)
+    library = NO_LIBRARY if how == "postmap" else lmdbfile.LIBRARY
+    sink = PostfixMapSink(map_type, str(work / f"relay_{map_type}_{how}_{entries}"), "OK",
+                          str(config), batch_limit=10 ** 9, rebuild_after=10 ** 9,
+                          rebuild_every=10 ** 9, lmdb_library=library, gap=0.0)
     live = ips[:entries]
     for ip in live:
         sink.put(grant(ip))
@@ -84,7 +95,18 @@ def measure(map_type: str, work: Path, config: Path, entries: int, repeat: int,
         rebuilt = sink.builds > builds
         (whole if rebuilt else in_place).append(took)
     sink.close()
-    return (statistics.median(in_place) if in_place else None), statistics.median(whole)
+    if name == "lmdb":
+        assert sink.direct_updates >= repeat, "liblmdb was not used"
+    opening = None
+    if name == "lmdb":
+        lib = lmdbfile.Library()
+        times = []
+        for _ in range(21):
+            started = time.perf_counter()
+            lmdbfile.write_batch(lib, sink.live, [], [])
+            times.append(time.perf_counter() - started)
+        opening = statistics.median(times)
+    return (statistics.median(in_place) if in_place else None), statistics.median(whole), opening
 
 
 def main() -> None:
@@ -108,20 +130,23 @@ def main() -> None:
         time.sleep(2)  # Postfix waits for a main.cf written within the last second
         print(f"one batch of {args.batch} additions + {args.batch} withdrawals, "
               f"median of {args.repeat}, in {work}")
-        print(f"{'entries':>9} {'type':9} {'in place':>10} {'whole':>10} {'ratio':>7}")
+        print(f"{'entries':>9} {'type':12} {'in place':>10} {'whole':>10} {'ratio':>7}")
         for entries in (int(n) for n in args.entries.split(",")):
-            for map_type in args.types.split(","):
+            for name in args.types.split(","):
+                map_type = name.partition("/")[0]
                 if map_type not in supported:
-                    print(f"{entries:9,} {map_type:9} not supported here "
+                    print(f"{entries:9,} {name:12} not supported here "
                           f"({postfix.missing_type_hint(map_type)})")
                     continue
-                in_place, whole = measure(map_type, work, config, entries, args.repeat,
-                                          args.batch)
+                in_place, whole, opening = measure(name, work, config, entries, args.repeat,
+                                                   args.batch)
                 if in_place is None:
-                    print(f"{entries:9,} {map_type:9} {'-':>10} {whole * 1e3:7.0f} ms {'-':>7}")
+                    print(f"{entries:9,} {name:12} {'-':>10} {whole * 1e3:7.0f} ms {'-':>7}")
                 else:
-                    print(f"{entries:9,} {map_type:9} {in_place * 1e3:7.0f} ms "
-                          f"{whole * 1e3:7.0f} ms {whole / in_place:6.1f}x")
+                    print(f"{entries:9,} {name:12} {in_place * 1e3:7.1f} ms "
+                          f"{whole * 1e3:7.0f} ms {whole / in_place:6.1f}x"
+                          + (f"   (open+lock+close {opening * 1e3:.2f} ms)"
+                             if opening is not None else ""))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and Postfix (or root, for the lab) is missing; with CI=true a missing piece fail
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import smtplib
@@ -77,7 +78,7 @@ def config(tmp_path: Path) -> Path:
     return etc
 
 
-def make_sink(map_type: str, path: Path, config: Path, **kwargs: float) -> PostfixMapSink:
+def make_sink(map_type: str, path: Path, config: Path, **kwargs: object) -> PostfixMapSink:
     sink = open_sink(f"{map_type}:{path}", SinkOptions(postfix_config=str(config)))
     assert isinstance(sink, PostfixMapSink) and isinstance(sink, Sink)
     for name, value in kwargs.items():
@@ -393,6 +394,16 @@ def test_the_address_is_not_parsed_again_by_the_map(tmp_path: Path, config: Path
 # --------------------------------------------------------------------------- in place
 
 IN_PLACE = ["hash", "btree", "lmdb"]
+#: A liblmdb that cannot be loaded: the sink's lmdb batches then go through postmap.
+BOGUS_LIBRARY = "liblmdb-relaywatch-test-missing.so.0"
+#: Every way a batch is written in place: lmdb through liblmdb, and through postmap.
+WRITERS = ["hash", "btree", "lmdb", "lmdb/postmap"]
+
+
+def writer(name: str) -> tuple[str, dict[str, object]]:
+    """The map type of a ``WRITERS`` name, and the sink settings that choose its writer."""
+    map_type, _, how = name.partition("/")
+    return map_type, ({"lmdb_library": BOGUS_LIBRARY} if how == "postmap" else {})
 
 
 def filler(count: int, start: int = 0) -> list[str]:
@@ -422,16 +433,18 @@ class PostmapCounter:
         monkeypatch.setattr(postfix, "run", counting)
 
 
-@pytest.mark.parametrize("map_type", IN_PLACE)
-def test_batches_go_in_place_and_the_text_stays_in_step(map_type: str, tmp_path: Path,
+@pytest.mark.parametrize("name", WRITERS)
+def test_batches_go_in_place_and_the_text_stays_in_step(name: str, tmp_path: Path,
                                                         config: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """One postmap -i and one postmap -d per batch, no rebuild; a postmap run by hand on
-    the text builds exactly the map relaywatch published."""
+    """One postmap -i and one postmap -d per batch, no rebuild (lmdb: one transaction
+    through liblmdb, no postmap at all); a postmap run by hand on the text builds exactly
+    the map relaywatch published."""
+    map_type, settings = writer(name)
     require_postmap(map_type)
     counter = PostmapCounter(monkeypatch)
     path = tmp_path / "relay_clients"
-    sink = make_sink(map_type, path, config)
+    sink = make_sink(map_type, path, config, **settings)
     assert sink.builds == 1  # created empty at open
     for ip in ("192.0.2.7", "2001:db8::5", "203.0.113.9"):
         sink.put(grant(ip))
@@ -444,7 +457,11 @@ def test_batches_go_in_place_and_the_text_stays_in_step(map_type: str, tmp_path:
     assert (sink.builds, sink.updates) == (1, 2)
     target = f"{map_type}:{path}"
     flags = [" ".join(c[:-1]) for c in counter.calls]
-    assert flags == ["", "-r -i", "-r -i", "-d -"], counter.calls
+    if name == "lmdb":  # in the live file, by liblmdb
+        assert flags == [""] and sink.direct_updates == 2, counter.calls
+    else:
+        assert flags == ["", "-r -i", "-r -i", "-d -"], counter.calls
+        assert sink.direct_updates == 0
     if map_type == "lmdb":  # updated in the live file
         assert all(c[-1] == target for c in counter.calls[1:])
     else:  # in a copy, renamed over the live one
@@ -519,27 +536,29 @@ def test_a_restart_with_the_same_ledger_writes_nothing(map_type: str, tmp_path: 
     second.close()
 
 
-@pytest.mark.parametrize("map_type", IN_PLACE)
-def test_a_restart_writes_only_the_difference(map_type: str, tmp_path: Path, config: Path,
+@pytest.mark.parametrize("name", WRITERS)
+def test_a_restart_writes_only_the_difference(name: str, tmp_path: Path, config: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Grants that expired while relaywatch was down are withdrawn, new ones added, in place."""
+    map_type, settings = writer(name)
     require_postmap(map_type)
     path = tmp_path / "relay_clients"
     ips = filler(3000)
-    first = make_sink(map_type, path, config)
+    first = make_sink(map_type, path, config, **settings)
     for ip in ips[:2000]:
         first.put(grant(ip))
     first.commit()
     first.close()
 
     counter = PostmapCounter(monkeypatch)
-    second = make_sink(map_type, path, config)
+    second = make_sink(map_type, path, config, **settings)
     for ip in ips[10:2010]:
         second.put(grant(ip))
     second.commit()
     assert second.flush(30) and second.last_error == ""
     assert (second.builds, second.updates) == (0, 1)
-    assert [c[:-1] for c in counter.calls] == [("-s",), ("-r", "-i"), ("-d", "-")]
+    assert [c[:-1] for c in counter.calls] == (
+        [("-s",)] if name == "lmdb" else [("-s",), ("-r", "-i"), ("-d", "-")])
     assert set(listing(map_type, path, config)) == set(ips[10:2010])
     second.close()
 
@@ -563,13 +582,15 @@ def test_a_restart_after_an_edit_by_hand_rebuilds_whole(tmp_path: Path, config: 
     second.close()
 
 
-def test_a_map_changed_behind_our_back_is_rebuilt_whole(tmp_path: Path, config: Path,
+@pytest.mark.parametrize("name", ["lmdb", "lmdb/postmap"])
+def test_a_map_changed_behind_our_back_is_rebuilt_whole(name: str, tmp_path: Path, config: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    """postmap -d finding none of the withdrawn keys, or a text that changed size: the map
-    is in doubt, so it is rebuilt whole at once (no failure reported: nothing is wrong now)."""
+    """A withdrawn key that is not there (through postmap: none of them), or a text that
+    changed size: the map is in doubt, so it is rebuilt whole at once (no failure
+    reported: nothing is wrong now)."""
     require_postmap("lmdb")
     path = tmp_path / "relay_clients"
-    sink = make_sink("lmdb", path, config)
+    sink = make_sink("lmdb", path, config, **writer(name)[1])
     sink.put(grant("192.0.2.7"))
     sink.put(grant("198.51.100.1"))
     sink.commit()
@@ -579,14 +600,111 @@ def test_a_map_changed_behind_our_back_is_rebuilt_whole(tmp_path: Path, config: 
     sink.drop("192.0.2.7")
     sink.commit()
     assert sink.flush(30) and sink.health().ok and sink.builds == 2
-    assert any("postmap -d found none of 1 withdrawn key(s); rebuilding it whole"
-               in r.getMessage() for r in caplog.records)
+    said = ("postmap -d found none of 1 withdrawn key(s)" if name == "lmdb/postmap" else
+            f"1 of 1 withdrawn key(s) were not in {path}.lmdb")
+    assert any(f"{said}; rebuilding it whole" in r.getMessage() for r in caplog.records)
     with path.open("a") as text:
         text.write("# a comment of the admin's\n")
     sink.put(grant("203.0.113.9"))
     sink.commit()
     assert sink.flush(30) and sink.health().ok and sink.builds == 3
     assert listing("lmdb", path, config) == {"198.51.100.1": "OK", "203.0.113.9": "OK"}
+    sink.close()
+
+
+def test_without_liblmdb_lmdb_batches_go_through_postmap(tmp_path: Path, config: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A liblmdb that cannot be loaded: said once at INFO, with why, and every batch goes
+    through postmap -r -i and postmap -d, as before the direct writer."""
+    require_postmap("lmdb")
+    counter = PostmapCounter(monkeypatch)
+    path = tmp_path / "relay_clients"
+    caplog.set_level(logging.INFO, logger="logwatch.sinks.postfixmap")
+    sink = make_sink("lmdb", path, config, lmdb_library=BOGUS_LIBRARY)
+    ips = filler(30)
+    for n in range(3):
+        for ip in ips[10 * n:10 * (n + 1)]:
+            sink.put(grant(ip))
+        if n:
+            sink.drop(ips[10 * (n - 1)])
+        sink.commit()
+        assert sink.flush(30) and sink.last_error == ""
+    assert (sink.builds, sink.updates, sink.direct_updates) == (1, 3, 0)
+    assert [" ".join(c[:-1]) for c in counter.calls] == [
+        "", "-r -i", "-r -i", "-d -", "-r -i", "-d -"]
+    said = [r for r in caplog.records if BOGUS_LIBRARY in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO
+    assert said[0].getMessage().startswith(f"lmdb:{path}: cannot load {BOGUS_LIBRARY} (")
+    assert said[0].getMessage().endswith("; batches go through postmap -r -i and postmap -d "
+                                         "(one transaction and one sync per key)")
+    assert set(listing("lmdb", path, config)) == set(ips) - {ips[0], ips[10]}
+    sink.close()
+
+
+def test_a_symlink_in_place_of_the_lmdb_file_is_refused(tmp_path: Path, config: Path) -> None:
+    """relaywatch never follows a symlink it did not make: a batch finds the .lmdb replaced
+    by a symlink to another map, refuses to write through it (health says why, in one line),
+    and the retry's whole rebuild renames a regular file over the symlink; the symlink's
+    target is never touched."""
+    require_postmap("lmdb")
+    path = tmp_path / "relay_clients"
+    sink = make_sink("lmdb", path, config, retry_initial=0.05, retry_max=0.1)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30)
+    other = tmp_path / "other"
+    other.write_text("203.0.113.1 OK\n")
+    subprocess.run([postfix.find("postmap"), "-c", str(config), f"lmdb:{other}"], check=True)
+    target = Path(f"{other}.lmdb")
+    before = (target.read_bytes(), target.stat().st_mtime_ns)
+    sink.live.unlink()
+    sink.live.symlink_to(target)
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    deadline = time.monotonic() + 20
+    while sink.health().ok and time.monotonic() < deadline:
+        time.sleep(0.01)
+    error = sink.health().error
+    assert error.startswith(f"lmdb:{path}: {sink.live}: a symlink; expected the map's LMDB "
+                            "file itself (relaywatch follows no symlink it did not make); "
+                            "retrying in "), error
+    assert sink.flush(30) and sink.health().ok
+    assert not sink.live.is_symlink() and sink.live.is_file()
+    assert listing("lmdb", path, config) == {"192.0.2.7": "OK", "198.51.100.1": "OK"}
+    assert (target.read_bytes(), target.stat().st_mtime_ns) == before
+    assert listing("lmdb", other, config) == {"203.0.113.1": "OK"}
+    sink.close()
+
+
+@pytest.mark.parametrize("what", ["missing", "not lmdb"])
+def test_an_lmdb_file_missing_or_not_lmdb_is_rebuilt_whole(what: str, tmp_path: Path,
+                                                          config: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The live .lmdb deleted, or overwritten with something else: the batch is not written
+    (liblmdb would create a new file, or cannot read it), the map is in doubt and rebuilt
+    whole at once, with every client, and nothing is reported as failing."""
+    require_postmap("lmdb")
+    path = tmp_path / "relay_clients"
+    sink = make_sink("lmdb", path, config)
+    sink.put(grant("192.0.2.7"))
+    sink.commit()
+    assert sink.flush(30)
+    if what == "missing":
+        sink.live.unlink()
+    else:
+        sink.live.write_bytes(b"192.0.2.7 OK\n" * 2000)
+    sink.put(grant("198.51.100.1"))
+    sink.commit()
+    assert sink.flush(30) and sink.health().ok and sink.builds == 2
+    said = "missing; expected the map's LMDB file" if what == "missing" else "not an LMDB file"
+    assert any(f"{sink.live}: {said}" in r.getMessage() and "rebuilding it whole" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    assert listing("lmdb", path, config) == {"192.0.2.7": "OK", "198.51.100.1": "OK"}
+    sink.drop("192.0.2.7")  # and in place again after the rebuild
+    sink.commit()
+    assert sink.flush(30) and sink.direct_updates == 2 and sink.builds == 2
+    assert listing("lmdb", path, config) == {"198.51.100.1": "OK"}
     sink.close()
 
 
@@ -641,6 +759,33 @@ def test_large_batches_and_many_changes_are_rebuilt_whole(tmp_path: Path, config
     sink.close()
 
 
+@pytest.mark.parametrize("name", ["lmdb", "lmdb/postmap"])
+def test_how_large_a_batch_goes_in_place_depends_on_the_writer(name: str, tmp_path: Path,
+                                                               config: Path) -> None:
+    """1,500 changes at 20,000 live: in place through liblmdb (up to 1/10 of the live set,
+    microseconds a key), whole through postmap (over 1,000 and 1/200: a sync a key)."""
+    require_postmap("lmdb")
+    path = tmp_path / "relay"
+    sink = make_sink("lmdb", path, config, **writer(name)[1])
+    ips = filler(20_750)
+    for ip in ips[:20_000]:
+        sink.put(grant(ip))
+    sink.commit()
+    assert sink.flush(60)
+    builds, updates = sink.builds, sink.updates
+    for ip in ips[20_000:]:
+        sink.put(grant(ip))
+    for ip in ips[:750]:
+        sink.drop(ip)
+    sink.commit()
+    assert sink.flush(60) and sink.last_error == ""
+    in_place = name == "lmdb"
+    assert (sink.builds, sink.updates) == ((builds, updates + 1) if in_place else
+                                           (builds + 1, updates))
+    assert set(listing("lmdb", path, config)) == set(ips[750:])
+    sink.close()
+
+
 # --------------------------------------------------------------------------- in place, real smtpd
 
 
@@ -653,14 +798,18 @@ def probe_until(lab: postfixlab.PostfixLab, map_type: str, source: str, code: in
     return time.monotonic() - started
 
 
-@pytest.mark.parametrize("map_type", IN_PLACE)
+@pytest.mark.parametrize("name", WRITERS)
 def test_smtpd_sees_additions_and_withdrawals_within_the_goal(
-    lab: postfixlab.PostfixLab, map_type: str
+    lab: postfixlab.PostfixLab, name: str
 ) -> None:
     """README's goal: p99 250 ms from commit to smtpd's verdict, here with 100,000 entries
-    live and every change made in place (the worst of 20 additions and 20 withdrawals)."""
+    live and every change made in place (the worst of 20 additions and 20 withdrawals);
+    lmdb both through liblmdb and through postmap."""
+    map_type, settings = writer(name)
     sink = open_sink(lab.map_spec(map_type), SinkOptions(postfix_config=str(lab.config_dir)))
     assert isinstance(sink, PostfixMapSink)
+    for setting, value in settings.items():
+        setattr(sink, setting, value)
     try:
         for ip in filler(100_000):
             sink.put(grant(ip))
@@ -676,9 +825,10 @@ def test_smtpd_sees_additions_and_withdrawals_within_the_goal(
             sink.drop(source)
             sink.commit()
             latencies.append(probe_until(lab, map_type, source, 554))
-        assert sink.flush(30)  # lmdb: smtpd may answer before postmap has exited
+        assert sink.flush(30)  # lmdb: smtpd may answer before the worker has finished
         assert sink.builds == builds and sink.updates >= 40 and not sink.last_error
-        print(f"{map_type}: commit -> smtpd, 40 changes at 100,000 live: median "
+        assert sink.direct_updates == (sink.updates if name == "lmdb" else 0)
+        print(f"{name}: commit -> smtpd, 40 changes at 100,000 live: median "
               f"{sorted(latencies)[20] * 1e3:.0f} ms, max {max(latencies) * 1e3:.0f} ms")
         assert max(latencies) < 0.25, sorted(latencies)[-5:]
     finally:

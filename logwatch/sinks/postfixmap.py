@@ -3,22 +3,31 @@
 ``check_client_access TYPE:PATH`` looks the client address up; a grant is the line
 ``ADDRESS VALUE`` (``OK`` by default). How a change reaches smtpd, and why:
 
-- **In place, by batches** (hash, btree, lmdb): each commit's new clients go to
-  ``postmap -r -i TYPE:MAP`` and its withdrawn ones to ``postmap -d - TYPE:MAP``, on stdin,
-  so the cost follows the changes, not the live set. lmdb is updated in the live file:
-  every key is its own LMDB transaction, readers see each whole or not at all, and
-  Postfix treats lmdb as multi-writer (no smtpd restart needed). hash and btree are
-  updated in a copy of the live ``.db`` that is then renamed over it. Why not in the live
-  file: Berkeley DB readers keep pages in a private cache, and smtpd notices a change only
-  between connections, by an mtime of one-second resolution; measured with the lab, a
-  btree updated in place under smtpd made it die with "fatal: error reading ...db:
-  Unknown error -30986", and the master then throttled every smtpd for a minute. The copy
-  costs a memory-speed copy and an fsync (25 ms at 400,000 entries), far below a rebuild.
+- **In place, by batches** (hash, btree, lmdb), so the cost follows the changes, not the
+  live set. lmdb is written in the live file, each batch as **one LMDB transaction**
+  through liblmdb (``sinks/lmdbfile.py``: the C library Postfix itself uses, via ctypes),
+  under the exclusive fcntl lock Postfix's readers respect; readers see the whole batch
+  or none of it, and Postfix treats lmdb as multi-writer (smtpd sees it at its next
+  lookup, no restart). One commit, one sync: about 3 ms for 100 additions and 100
+  withdrawals at 100,000 or 400,000 live, against 56 to 100 ms through ``postmap -r -i``
+  and ``postmap -d -``, which commit and sync each key on its own; they remain the
+  fallback when liblmdb cannot be loaded (said once in the log). The lmdb file is never
+  written through a symlink (refused: ``BuildError``); one missing or not LMDB, or a
+  withdrawn key not in it, puts the map in doubt. hash and btree are updated by
+  ``postmap -r -i`` and ``postmap -d -`` in a copy of the live ``.db`` that is then
+  renamed over it. Why not in the live file: Berkeley DB readers keep pages in a private
+  cache, and smtpd notices a change only between connections, by an mtime of one-second
+  resolution; measured with the lab, a btree updated in place under smtpd made it die
+  with "fatal: error reading ...db: Unknown error -30986", and the master then throttled
+  every smtpd for a minute. The copy costs a memory-speed copy and an fsync (25 ms at
+  400,000 entries), far below a rebuild. Never run ``postmap -i`` or ``-d`` on a live
+  lmdb map while relaywatch runs: postmap takes no lock for lmdb, so no writer can keep
+  out of its way (``lmdbfile``).
 - **Whole** (today's mechanism, kept): the text is written to a temporary file, indexed
   by ``postmap`` under that name, and renamed over the live map. For cdb and texthash
   (no in-place update), when the map may be in doubt (a failed update, a text source
   changed behind our back), for a batch too large to be cheaper in place
-  (``batch_limit``), and once the changes since the last whole build pass
+  (``batch_limit``, ``BATCH_SHARE``), and once the changes since the last whole build pass
   ``rebuild_after`` or ``rebuild_every`` has passed: hash and lmdb files do not shrink on
   deletes, and the text accumulates withdrawn lines.
 - **The text source** (PATH itself) is kept in step before the map is touched: new
@@ -52,7 +61,7 @@ from pathlib import Path
 
 from logwatch import postfix
 from logwatch.model import Grant
-from logwatch.sinks import Health, SinkError, SinkOptions
+from logwatch.sinks import Health, SinkError, SinkOptions, lmdbfile
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +83,26 @@ TEXT_AGE = 5
 
 #: Whole rebuild once this many changes (or the live set's size, if larger) were made in
 #: place since the last one: the text then holds at most about twice the live lines, and
-#: the rebuild costs under ~3 us per change made, against ~0.05 to 0.3 ms each in place.
+#: the rebuild costs under ~3 us per change made, against ~15 us (lmdb through liblmdb)
+#: to ~0.3 ms (hash and btree: the copy; lmdb through postmap: a sync a key) each in place.
 REBUILD_AFTER = 10_000
 
 #: Whole rebuild at the first change after this many seconds, whatever the count: it
 #: re-asserts the map against any edit made behind relaywatch's back, once an hour.
 REBUILD_EVERY = 3600.0
 
-#: A batch with more changes than this (or than 1/200 of the live set) is rebuilt whole:
-#: lmdb pays ~0.3 ms a key (one transaction each) against ~1.5 us a key for a rebuild
-#: (measured, ``benchmarks/bench_postmap.py``), so they break even near 1/200.
+#: A batch with more changes than this, or than 1/``BATCH_SHARE`` of the live set, is
+#: rebuilt whole. Measured at 400,000 live (``benchmarks/bench_postmap_batch.py --batch``):
+#: a rebuild costs ~1.1 us a live entry (415 to 550 ms); in place, lmdb through liblmdb
+#: ~7 to 13 us a change (2,000 changes 17 ms, 20,000 254 ms, 100,000 659 ms) and hash
+#: about 5 us beyond its copy (100,000 changes 510 ms), so they break even near 1/6 (lmdb)
+#: and 1/4 (hash) of the live set: 1/10 keeps a margin. lmdb through postmap pays ~0.3 ms
+#: a key (one transaction and sync each), so it breaks even near 1/200. Under 1,000
+#: changes a rebuild's fixed cost (a postmap process, an fsync) is the larger anyway.
 BATCH_LIMIT = 1_000
+BATCH_SHARE = 10
+#: ``BATCH_SHARE`` for lmdb when liblmdb cannot be loaded (batches through postmap).
+BATCH_SHARE_POSTMAP = 200
 #: Seconds between the end of one publication and the start of the next (``gap``).
 GAP = 0.05
 
@@ -120,6 +138,10 @@ class PostfixMapSink:
             much latency at most, far inside the 250 ms goal.
         rebuild_after, rebuild_every, batch_limit: when a type updated in place is rebuilt
             whole instead (``REBUILD_AFTER``, ``REBUILD_EVERY``, ``BATCH_LIMIT``).
+        lmdb_library: the liblmdb that lmdb batches are written through
+            (``lmdbfile.LIBRARY``); loaded by the worker at the first batch. If it cannot be
+            loaded, batches go through ``postmap -r -i`` and ``postmap -d -`` (one
+            transaction and one sync per key), said once in the log at INFO.
 
     Raises:
         SinkError: not retryable: a bad path or value, Postfix missing, a type this Postfix
@@ -139,6 +161,7 @@ class PostfixMapSink:
         rebuild_after: int = REBUILD_AFTER,
         rebuild_every: float = REBUILD_EVERY,
         batch_limit: int = BATCH_LIMIT,
+        lmdb_library: str = lmdbfile.LIBRARY,
     ) -> None:
         self.spec = f"{map_type}:{path}"
         self.map_type = map_type
@@ -151,6 +174,7 @@ class PostfixMapSink:
         self.rebuild_after = rebuild_after
         self.rebuild_every = rebuild_every
         self.batch_limit = batch_limit
+        self.lmdb_library = lmdb_library
         _check_settings(self.spec, map_type, self.path, value, config_dir)
         self._suffix = SUFFIXES[map_type]
         self.live = self.path if self._suffix is None else Path(f"{path}{self._suffix}")
@@ -173,9 +197,11 @@ class PostfixMapSink:
         self.last_took: float | None = None
         #: One line describing the last failure, or "" once a publication succeeds again.
         self.last_error = ""
-        #: Whole rebuilds, batches applied in place, and postmap runs (tests, benchmark).
+        #: Whole rebuilds, batches applied in place (of them, written through liblmdb), and
+        #: postmap runs (tests, benchmark).
         self.builds = 0
         self.updates = 0
+        self.direct_updates = 0
         self.postmap_runs = 0
 
         # The worker's side: the wanted set, each address with its line's offset in the
@@ -185,6 +211,9 @@ class PostfixMapSink:
         self._doubt = False
         self._since_rebuild = 0
         self._rebuilt_at = time.monotonic()
+        # lmdb: liblmdb once loaded; None until the first batch tries, False if it failed.
+        self._lmdb: lmdbfile.Library | None | bool = None
+        self._lmdb_value = lmdbfile.postfix_value(value)
 
         if not self.live.exists():
             try:
@@ -339,9 +368,11 @@ class PostfixMapSink:
             return ""
         count = len(puts) + len(drops)
         live = len(table) + len(puts) - len(drops)
+        share = (BATCH_SHARE_POSTMAP if self.map_type == "lmdb" and self._library() is None
+                 else BATCH_SHARE)
         why = ("in doubt" if self._doubt else
                "no in-place update for this type" if self.map_type not in IN_PLACE else
-               f"a batch of {count} changes" if count > max(self.batch_limit, live // 200) else
+               f"a batch of {count} changes" if count > max(self.batch_limit, live // share) else
                "changes since the last rebuild" if self._since_rebuild + count
                > max(self.rebuild_after, live) else
                "periodic" if time.monotonic() - self._rebuilt_at > self.rebuild_every else "")
@@ -396,10 +427,48 @@ class PostfixMapSink:
             os.close(fd)
 
         if IN_PLACE[self.map_type] == "live":
-            self._postmap_batch(self.path, puts, drops)
+            library = self._library()
+            if library is None:
+                self._postmap_batch(self.path, puts, drops)
+            else:
+                self._write_live(library, puts, drops)
         else:
             self._update_copy(puts, drops)
         self._doubt = False
+
+    def _library(self) -> lmdbfile.Library | None:
+        """liblmdb, loaded at the first lmdb batch (on this worker thread); None if it
+        cannot be, which is logged once."""
+        if self._lmdb is None:
+            try:
+                self._lmdb = lmdbfile.Library(self.lmdb_library)
+            except lmdbfile.Unavailable as error:
+                log.info("%s: %s; batches go through postmap -r -i and postmap -d "
+                         "(one transaction and one sync per key)", self.spec, error)
+                self._lmdb = False
+        return self._lmdb if isinstance(self._lmdb, lmdbfile.Library) else None
+
+    def _write_live(self, library: lmdbfile.Library, puts: list[str], drops: list[str]) -> None:
+        """lmdb: the batch into the live file as one LMDB transaction (``lmdbfile``).
+
+        A withdrawn key that is not there means the map was not what we published:
+        ``InDoubt`` (the batch itself is committed; the rebuild that follows replaces all).
+        A file missing or not LMDB is in doubt too; one that is a symlink, or not a regular
+        file, is refused (``BuildError``: reported, then rebuilt whole by rename).
+        """
+        value = self._lmdb_value
+        try:
+            written = lmdbfile.write_batch(
+                library, self.live, [(lmdbfile.postfix_key(ip), value) for ip in puts],
+                [lmdbfile.postfix_key(ip) for ip in drops])
+        except lmdbfile.NotAMap as error:
+            raise InDoubt(str(error)) from None
+        except lmdbfile.LmdbError as error:
+            raise BuildError(str(error)) from None
+        self.direct_updates += 1
+        if written.missing:
+            raise InDoubt(f"{written.missing} of {len(drops)} withdrawn key(s) were not in "
+                          f"{self.live}")
 
     def _update_copy(self, puts: list[str], drops: list[str]) -> None:
         """hash, btree: apply the batch to a copy of the live file, then rename it live."""
