@@ -78,25 +78,32 @@ class Publisher:
     def flush(self) -> None:
         """Append the queued events (one ``write``), rotating the journal when it is full.
 
+        Safe beside ``event`` on another thread (the daemon's I/O runs on its own): the queue
+        is taken whole first, and an event queued meanwhile goes into the next flush.
+
         Raises:
             OSError: the directory cannot be written; the events stay queued (at most a
                 journal's worth) and the next flush tries again.
         """
         if not self._pending:
             return
-        data = ("\n".join(self._pending) + "\n").encode("ascii")
-        fd, st = self._open()
+        taken, self._pending = self._pending, []
+        data = ("\n".join(taken) + "\n").encode("ascii")
         try:
-            if st.st_size and st.st_size + len(data) > JOURNAL_MAX:
-                os.replace(self._journal, self._journal.with_name(JOURNAL + ".1"))
-                os.close(fd)
-                fd = -1
-                fd, _ = self._open()
-            os.write(fd, data)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        self._pending.clear()
+            fd, st = self._open()
+            try:
+                if st.st_size and st.st_size + len(data) > JOURNAL_MAX:
+                    os.replace(self._journal, self._journal.with_name(JOURNAL + ".1"))
+                    os.close(fd)
+                    fd = -1
+                    fd, _ = self._open()
+                os.write(fd, data)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        except OSError:
+            self._pending[:0] = taken  # before what was queued meanwhile: the journal's order
+            raise
 
     def _open(self) -> tuple[int, os.stat_result]:
         """Open the journal to append, through ``safefile``; a refused one is set aside.
