@@ -43,6 +43,7 @@ from logwatch.matcher import SHUTDOWN, STARTUP, Matcher, Verdict
 from logwatch.model import DROP, Change, LoginEvent
 from logwatch.reporter import Reporter
 from logwatch.sinks import Sink
+from logwatch.sinks.background import BackgroundOutlet
 from logwatch.sinks.outlet import Outlet
 from logwatch.sources import LineSource
 from logwatch.sources.tail import FirstStart, open_source
@@ -104,7 +105,7 @@ class Daemon:
         #: With --sessions: Dovecot's log showed a logout without a session id (its
         #: mail_log_prefix lacks %{session}); said once.
         self._sessionless = False
-        self.outlets: list[Outlet] = []
+        self.outlets: list[Outlet | BackgroundOutlet] = []
         self.source: LineSource | None = None
         self.gate: Gate | None = None
         self.started = clock()
@@ -144,7 +145,10 @@ class Daemon:
         startup.check_state(s.state)
         sinks = list(self._sinks) if self._sinks is not None else startup.open_sinks(s)
         # A sink that lost what it published gets the whole ledger (as it is then) again.
-        self.outlets = [Outlet(sink, self._report, snapshot=lambda: self.ledger.grants()) for sink in sinks]
+        # (``grants`` copies the ledger's values in one C call: safe from a background
+        # outlet's thread while this one changes the ledger.)
+        self.outlets = [_outlet(Outlet(sink, self._report, snapshot=lambda: self.ledger.grants()), self._clock)
+                        for sink in sinks]
         try:
             self.gate = startup.gate(s)
         except StartError:
@@ -539,6 +543,12 @@ _RESTART_ONLY = tuple(BY_NAME[name] for name in (
 
 #: Reasons of a PUT when a client's last session ended (``ledger``).
 _SESSION_ENDS = frozenset(("logout", "session-max", STARTUP, SHUTDOWN, "no-sessions"))
+
+
+def _outlet(outlet: Outlet, clock: Callable[[], float]) -> Outlet | BackgroundOutlet:
+    """A sink that can block (``blocking``: a database) is served by a thread of its own
+    (``sinks.background``); the others on the loop, where they cost least."""
+    return BackgroundOutlet(outlet, clock) if getattr(outlet.sink, "blocking", False) else outlet
 
 
 def _follow_sessions(matcher: Matcher, ledger: Ledger, s: Settings) -> None:

@@ -129,6 +129,18 @@ class PgLab:
     def stop(self) -> None:
         self._ctl("-m", "immediate", "stop")
 
+    def processes(self) -> list[int]:
+        """The postmaster and its children (the backends serving each connection)."""
+        pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return [pid, *map(int, found)]
+
+    def hang(self, on: bool) -> None:
+        """Freeze every process of the server (SIGSTOP), as a hung host or a failover in
+        progress looks to a client: connections stay open, nothing answers; or thaw it."""
+        for pid in self.processes():
+            os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
+
     def log(self) -> str:
         try:
             return (self.root / "server.log").read_text(errors="replace")[-3000:]
@@ -247,6 +259,11 @@ class MyLab:
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=30)
+
+    def hang(self, on: bool) -> None:
+        """Freeze the server (SIGSTOP), or thaw it (see ``PgLab.hang``)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP if on else signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

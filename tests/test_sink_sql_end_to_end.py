@@ -42,7 +42,7 @@ def stamp() -> str:
 class Instance:
     """One ``relaywatch run`` following its own log file, publishing into ``url``'s table."""
 
-    def __init__(self, tmp: Path, name: str, url: str, table: str, expire: str) -> None:
+    def __init__(self, tmp: Path, name: str, url: str, table: str, expire: str, *extra: str) -> None:
         self.dir = tmp / name
         self.dir.mkdir()
         self.log = self.dir / "dovecot.log"
@@ -50,7 +50,7 @@ class Instance:
         self.err = self.dir / "relaywatch.err"
         args = [sys.executable, "-m", "logwatch", "run", "--log", str(self.log), "--sql", url, "--sql-table",
                 table, "--sql-password-file", str(sqllab.password_file(self.dir)), "--never", "none",
-                "--expire", expire, "--state", str(self.dir / "state.json")]
+                "--expire", expire, "--state", str(self.dir / "state.json"), *extra]
         with self.err.open("wb") as stderr:
             self.process = subprocess.Popen(args, stderr=stderr, stdin=subprocess.DEVNULL)
         wait_for(lambda: "sinks:" in self.err.read_text() or self.process.poll() is not None, f"{name} to start")
@@ -165,3 +165,38 @@ def test_the_database_killed_while_logins_arrive_loses_no_grant(pg_lab: sqllab.P
         assert epoch(rows[ip][0]) > time.time() + 1800, ip
     err = a.err.read_text()
     assert "cannot" in err and "working again" in err, err[-3000:]
+
+
+def test_a_database_that_hangs_never_holds_the_loop(lab: Any, tmp_path: Path, instances: list[Instance]) -> None:
+    """Issue 13 left this: commits ran on the loop, so a database that stopped answering (a
+    frozen host: connections open, nothing said) held relaywatch for the driver's timeouts,
+    the relay-ctrl directory too. Now the SQL sink has a thread of its own: while the server
+    is frozen, relay-ctrl gets each login at once and the status says the SQL sink is
+    behind; thawed, every row arrives."""
+    table = f"hang_{uuid.uuid4().hex[:8]}"
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    one = Instance(tmp_path, "one", lab.url(), table, "10m", "--relay-ctrl-dir", str(allow))
+    instances.append(one)
+    one.login("192.0.2.40")
+    wait_for(lambda: "192.0.2.40" in table_rows(lab, table), "the first row")
+    lab.hang(True)
+    try:
+        for n in range(1, 6):
+            one.login(f"198.51.100.{n}")
+            wait_for(lambda: (allow / f"198.51.100.{n}").exists(), f"198.51.100.{n} in relay-ctrl while the "
+                     "database hangs", deadline=3)
+        status = one.dir / "status.json"
+
+        def sql_stuck() -> bool:
+            import json
+
+            sinks = json.loads(status.read_text())["sinks"]
+            sql = [s for s in sinks if not s["spec"].startswith("relayctrl:")]
+            return bool(sql) and not sql[0]["ok"] and sql[0]["backlog"] >= 5
+        wait_for(sql_stuck, "the status to say the SQL sink is behind", deadline=30)
+    finally:
+        lab.hang(False)
+    wait_for(lambda: {f"198.51.100.{n}" for n in range(1, 6)} <= set(table_rows(lab, table)),
+             "every row once the database answers again", deadline=60)
+    one.stop()

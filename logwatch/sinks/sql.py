@@ -26,6 +26,8 @@ sink's spec. What each rule here is for:
   so they never fail.
 - **The database being down at start is not an error**: only what no retry can fix
   (no driver, a bad URL, a password file others can read) stops the start.
+- **A database that hangs never holds the daemon's loop**: the daemon serves this sink
+  from a thread of its own (``blocking``, ``sinks.background``).
 
 Passwords: never in the URL (``sqlurl``); from libpq's own files, a MariaDB option file,
 or ``--sql-password-file`` (a regular file only its owner can read, opened without
@@ -97,9 +99,12 @@ class SqlSink:
         statements, transactions: how many were sent, for the benchmark and the tests.
         batch_interval: the outlet commits at most this often (seconds): at an ISP's
             3,300 logins a second, one statement carries about 66 logins, not 2.
+        blocking: a commit can wait on the network for its timeouts, so the daemon serves
+            this sink from a thread of its own (``sinks.background``).
     """
 
     batch_interval = BATCH_INTERVAL
+    blocking = True
 
     def __init__(self, target: SqlTarget, table: str, password: str | None = None,
                  dialect: Dialect | None = None, host: str | None = None,
