@@ -290,7 +290,7 @@ class Daemon:
         self._status_at = now
         record = self.status(now, True)
         self._lag = None  # the next record says the most since this one
-        self._loop = LoopTimes()
+        self._loop = LoopTimes(long_pauses=self._loop.long_pauses)
         self.viewers.publish(record, now)
         if self.settings.metrics:
             try:

@@ -11,7 +11,7 @@ The keys (``status.py`` adds ``format`` and ``version``)::
      "sinks": [{"spec", "ok", "last_ok", "error", "backlog"}], "pattern_sets": [...],
      "hits": {"set/pattern": n}, "counts": {"authorised", "refreshed", "withdrawn",
      "refused", "ignored"}, "logins_last_minute", "log_lag",
-     "loop": {"step", "step_lines", "pause"}, "expire", "state", "grants"}
+     "loop": {"step", "step_lines", "pause", "long_pauses"}, "expire", "state", "grants"}
 
 A key that is missing reads as its default (a file from an older relaywatch); a key of the
 wrong type is an error naming it.
@@ -67,6 +67,10 @@ class SinkStatus:
                    _typed(d, "error", str, ""), _typed(d, "backlog", int, 0), _number(d, "update_seconds"))
 
 
+#: A pause of the loop longer than this is counted (``LoopTimes.long_pauses``): issue 12's goal.
+LONG_PAUSE = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class LoopTimes:
     """The longest turns of the daemon's loop since the last periodic status, in seconds.
@@ -81,29 +85,34 @@ class LoopTimes:
         pause: the longest time after a turn's lines during which no line was read: what
             does not depend on the log (a sink's commit on the loop, a save). The issue's
             goal is that this stays under 50 ms at any live-set size.
+        long_pauses: how many turns paused longer than ``LONG_PAUSE`` since the daemon
+            started (a counter: it is not reset with the maxima).
     """
 
     step: float = 0.0
     step_lines: int = 0
     pause: float = 0.0
+    long_pauses: int = 0
 
     def noted(self, busy: float, lines: int, pause: float) -> LoopTimes:
         """These maxima with one more turn (``busy`` seconds, ``lines`` lines, of which
         ``pause`` seconds after the lines)."""
-        if busy <= self.step and pause <= self.pause:
+        if busy <= self.step and pause <= self.pause and pause <= LONG_PAUSE:
             return self
         longer = busy > self.step
         return LoopTimes(busy if longer else self.step, lines if longer else self.step_lines,
-                         max(pause, self.pause))
+                         max(pause, self.pause), self.long_pauses + (pause > LONG_PAUSE))
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": round(self.step, 4), "step_lines": self.step_lines, "pause": round(self.pause, 4)}
+        return {"step": round(self.step, 4), "step_lines": self.step_lines, "pause": round(self.pause, 4),
+                "long_pauses": self.long_pauses}
 
     @classmethod
     def from_json(cls, doc: object) -> LoopTimes:
         """Raises ValueError naming the key that is not what the daemon writes."""
         d = _mapping(doc, "loop")
-        return cls(_number(d, "step") or 0.0, _typed(d, "step_lines", int, 0), _number(d, "pause") or 0.0)
+        return cls(_number(d, "step") or 0.0, _typed(d, "step_lines", int, 0), _number(d, "pause") or 0.0,
+                   _typed(d, "long_pauses", int, 0))
 
 
 @dataclass(frozen=True, slots=True)

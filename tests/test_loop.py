@@ -244,6 +244,7 @@ def test_the_status_says_the_longest_turn_and_the_longest_pause_of_the_loop(tmp_
     loop = status_json(lab)["loop"]
     assert isinstance(loop, dict)
     assert loop["pause"] >= 0.08 and loop["step"] >= loop["pause"] and loop["step_lines"] == 2, loop
+    assert loop["long_pauses"] == 1, loop
     typed = DaemonStatus.from_json(status_json(lab)).loop  # as a viewer reads it back
     assert typed is not None and typed.pause >= 0.08 and typed.step_lines == 2
     text = metrics.render(DaemonStatus.from_json(status_json(lab)), {})
@@ -252,6 +253,7 @@ def test_the_status_says_the_longest_turn_and_the_longest_pause_of_the_loop(tmp_
     lab.at(T0 + 10).step()
     loop = status_json(lab)["loop"]
     assert isinstance(loop, dict) and loop["pause"] < 0.05 and loop["step_lines"] == 0, loop
+    assert loop["long_pauses"] == 1, loop  # a counter since the start
 
 
 FAILED = ("{stamp} mx dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<{user}>, "
