@@ -180,7 +180,8 @@ class Written:
         withdrawn: withdrawn keys found and deleted.
         missing: withdrawn keys that were not in the map (not an error here; the caller
             decides whether the map was what it thought).
-        map_size: the map size the transaction committed with, in bytes.
+        map_size: the map size this writer set, in bytes (after ``MDB_MAP_RESIZED`` the
+            larger size recorded in the file was adopted instead).
         growths: times the batch was retried with the map doubled.
     """
 
