@@ -28,7 +28,9 @@ second, so this reads up to a second high), the daemon's CPU (share of one core;
 own is not in it), its peak RSS, and for maps the whole rebuilds relaywatch logged (warm-up
 included; batches applied in place are logged at debug level only), and the loop's longest
 turn and longest pause (time after a turn's lines in which no line was read: commits and
-saves) as ``status.json`` says them, read five times a second. It prints
+saves) as ``status.json`` says them, read five times a second. With ``--restart`` it then
+stops relaywatch and times a start on what it left (the state and the published sink)
+until its status says it runs. It prints
 one line of JSON at the end for the README table. A script that prints figures, not a test;
 the machine it runs on should be otherwise idle.
 """
@@ -194,6 +196,31 @@ class LoopWatch(threading.Thread):
         return self.long_pauses[-1] - self.long_pauses[0] if self.long_pauses else 0
 
 
+def restart(args: list[str], work: Path, profile: str | None) -> float:
+    """Start relaywatch again on what the first run left; seconds until its status.json
+    says it runs (written at the end of its start: state restored, sinks compared, logs
+    open), the interpreter's own start-up included."""
+    status = work / "state" / "status.json"
+    status.unlink(missing_ok=True)
+    began = time.monotonic()
+    again = Daemon(args, work / "relaywatch-restart.err", profile)
+    while True:
+        try:
+            doc = json.loads(status.read_text())
+            if doc.get("running") and doc.get("pid") == again.proc.pid:
+                break
+        except (OSError, ValueError):
+            pass
+        if again.proc.poll() is not None or time.monotonic() - began > 600:
+            again.stop()
+            return float("nan")
+        time.sleep(0.02)
+    ready = time.monotonic() - began
+    again.stop()
+    print(f"restart: ready in {ready:.2f} s", flush=True)
+    return round(ready, 2)
+
+
 def log_lag(work: Path, log: Path, rate_bytes: float) -> float | None:
     """Seconds of log written but not yet acted on, from relaywatch's checkpoint."""
     size = log.stat().st_size
@@ -223,6 +250,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--relay-ctrl-margin", type=int, default=0, metavar="SECONDS",
                         help="relay-ctrl: run with --relay-ctrl-expiry = --expire + this (0: unset)")
+    parser.add_argument("--restart", action="store_true", help="then stop it and time a restart on the same "
+                        "state and sink until it is ready (its status says running)")
     parser.add_argument("--profile", metavar="FILE", help="run relaywatch under cProfile, its stats to FILE "
                         "(slower: for where the time goes, not for the figures)")
     a = parser.parse_args()
@@ -237,10 +266,10 @@ def main() -> int:
     now = time.time()
     with log.open("w") as f:
         f.write(f"{stamp(now - a.expire)} master: Info: Dovecot v2.3.19.1 (9f57dc1bb0) starting up for imap, pop3\n")
-    daemon = Daemon(["--log", str(log), "--state", str(work / "state" / "state.db"), "--never", "none",
-                     "--expire", str(a.expire), "--max-entries", str(max(a.live * 2, 1_000_000)), *sink.option,
-                     *(["--relay-ctrl-expiry", str(a.expire + a.relay_ctrl_margin)] if a.relay_ctrl_margin else [])],
-                    work / "relaywatch.err", a.profile)
+    daemon_args = ["--log", str(log), "--state", str(work / "state" / "state.db"), "--never", "none",
+                   "--expire", str(a.expire), "--max-entries", str(max(a.live * 2, 1_000_000)), *sink.option,
+                   *(["--relay-ctrl-expiry", str(a.expire + a.relay_ctrl_margin)] if a.relay_ctrl_margin else [])]
+    daemon = Daemon(daemon_args, work / "relaywatch.err", a.profile)
     time.sleep(1.5)  # it opens the log at its end: what follows is read
     # Warm-up: --live logins stamped evenly over the last --expire, oldest first.
     warm_watch = LoopWatch(work / "state" / "status.json")
@@ -335,6 +364,7 @@ def main() -> int:
     rss = daemon.peak_rss_mb()
     daemon.stop()
     err = daemon.err.read_text(errors="replace")
+    ready = restart(daemon_args, work, a.profile) if a.restart else None
     updates = [float(m) for m in re.findall(r"in (\d+(?:\.\d+)?) ms", err)]
     result = {
         "sink": a.sink + (f" (margin {a.relay_ctrl_margin} s)" if a.relay_ctrl_margin else ""), "rate": a.rate, "live": a.live, "new_per_s": a.new, "seconds": a.seconds,
@@ -347,7 +377,7 @@ def main() -> int:
         "map_update_p50_ms": round(statistics.median(updates), 1) if updates else None,
         "map_update_max_ms": round(max(updates), 1) if updates else None,
         "loop_step_max_ms": round(watch.step * 1000, 1), "loop_step_lines": watch.step_lines,
-        "loop_pause_max_ms": round(watch.pause * 1000, 1), "loop_pauses_over_50ms": watch.long_pauses_seen,
+        "restart_ready_s": ready, "loop_pause_max_ms": round(watch.pause * 1000, 1), "loop_pauses_over_50ms": watch.long_pauses_seen,
     }
     print(f"steady {a.seconds:.0f} s at {a.rate:,} logins/s ({a.new}/s new), {a.live:,} live, {a.sink}: "
           f"login -> published p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms (n={len(samples)}); "

@@ -34,7 +34,7 @@ DEFAULT = (
 def run(cell: str) -> dict[str, object] | None:
     sink, rate, live, *rest = cell.split(":")
     new = rest[0] if rest else "100"
-    args = [sys.executable, str(HERE / "bench_load.py"), "--sink", sink, "--rate", rate, "--live", live, "--new", new]
+    args = [sys.executable, str(HERE / "bench_load.py"), "--sink", sink, "--rate", rate, "--live", live, "--new", new, "--restart"]
     if len(rest) > 1:
         args += ["--relay-ctrl-margin", rest[1]]
     print(f"== {cell}", flush=True)
@@ -50,13 +50,13 @@ def run(cell: str) -> dict[str, object] | None:
 
 def table(results: list[dict[str, object]]) -> str:
     head = ("| sink | logins/s | live | new/s | login → published p50 / p99 | log lag (max) | daemon CPU "
-            "| peak RSS | loop: longest pause, pauses over 50 ms |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+            "| peak RSS | loop: longest pause, pauses over 50 ms | restart: ready |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     rows = []
     for r in results:
         rows.append(f"| {r['sink']} | {r['rate']:,} | {r['live']:,} | {r['new_per_s']} | {r['p50_ms']} / "
                     f"{r['p99_ms']} ms | {r['lag_s_max']} s | {float(str(r['cpu_core'])):.0%} | {r['peak_rss_mb']} MB "
-                    f"| {r.get('loop_pause_max_ms')} ms, {r.get('loop_pauses_over_50ms')} |")
+                    f"| {r.get('loop_pause_max_ms')} ms, {r.get('loop_pauses_over_50ms')} | {r.get('restart_ready_s')} s |")
     return head + "\n".join(rows) + "\n"
 
 
