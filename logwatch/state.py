@@ -260,7 +260,7 @@ def _valid(row: tuple[Any, ...]) -> bool:
             and type(count) is int and count > 0)
 
 
-def _rows(connection: sqlite3.Connection) -> tuple[SavedGrant, ...]:
+def _rows(connection: sqlite3.Connection, by_last: bool = False) -> tuple[SavedGrant, ...]:
     """Every row, as a tuple, refusing the whole table if one is not what we write.
 
     One query; then each row's values (``_valid``, which is ``VALID`` in Python) and its
@@ -268,10 +268,25 @@ def _rows(connection: sqlite3.Connection) -> tuple[SavedGrant, ...]:
     million rows. Why not ``VALID`` in SQL, as before: a scan of its own, 0.46 s at a
     million, to test what has to be read anyway.
 
+    ``by_last``: in the order of the last logins (the daemon's start-up). Why ask SQLite,
+    when the ledger sorts them anyway: Python makes each row's objects in the order they
+    come, and every pass after (the ledger's, the brake's, the sinks') goes in the order
+    of the last logins, so rows read in the table's order (by address) are then visited
+    at random, a cache miss each. At a million rows SQLite's sort costs 0.6 s and saves
+    1.3 s in the ledger and a quarter of a second in each later pass. It sorts in
+    temporary files (SQLite's own, in ``/var/tmp`` or ``/tmp``; sorting in memory cost
+    more than it saved); where it cannot make one, the rows are read unsorted.
+
     Raises:
         StateError: a row we never write; sqlite3.DatabaseError: the file is damaged.
     """
-    rows: list[SavedGrant] = connection.execute(f"SELECT {COLUMNS} FROM grants").fetchall()
+    query = f"SELECT {COLUMNS} FROM grants"
+    try:
+        rows: list[SavedGrant] = connection.execute(f"{query} ORDER BY last" if by_last else query).fetchall()
+    except sqlite3.OperationalError:
+        if not by_last:
+            raise
+        rows = connection.execute(query).fetchall()  # no temporary file for the sort: e.g. /var/tmp read-only
     if not all(map(_valid, rows)):
         bad = next(row for row in rows if not _valid(row))
         raise StateError(f"grant {ascii(bad[0])[:60]}: a value relaywatch never writes "
@@ -554,7 +569,7 @@ def open_store(path: str | os.PathLike[str], now: float) -> tuple[Store, Loaded]
             connection = _connect(source, "rw")
             _initialise(connection)
             _configure_writer(connection)
-            grants = _rows(connection)
+            grants = _rows(connection, by_last=True)
             sessions = _session_rows(connection)
         except (OSError, StateError, sqlite3.DatabaseError) as error:
             if connection is not None:
