@@ -15,7 +15,8 @@ its first log line, each run in a fresh process (``--repeat`` runs; best and med
 ``Durability.restore`` (the database opened and read, every row checked, in
 ``state.open_store``; the ledger filled under the default never-list, in ``Ledger``; what
 is left), then ``Administrator.start`` (the brake's index of users, fed every restored
-grant) and an in-memory sink given the restored grants. Files go on the file system of
+grant) and an in-memory sink given the restored grants. The grants' last logins are spread
+over the 30 minutes before the start, in no order of their addresses. Files go on the file system of
 ``--dir`` (default: the temporary directory). Addresses come from 198.18.0.0/15 (RFC 2544)
 and 2001:db8::/32. A script that prints figures, not a test.
 """
@@ -65,15 +66,21 @@ def addresses(n: int) -> list[str]:
     return found
 
 
-def grants(ips: list[str], at: float) -> Iterator[Grant]:
+def grants(ips: list[str], at: float, spread: float = 0.0, seed: int = 0) -> Iterator[Grant]:
+    """A grant for each of ``ips``, last at ``at`` or, with ``spread``, at random in the
+    ``spread`` seconds before it (so the order of last logins is not the addresses')."""
+    rng = random.Random(seed)
     for i, ip in enumerate(ips):
-        yield Grant(ip, f"user{i % 100000}@example.org", "imap-login", at, at, 1, at + 1800)
+        last = at - rng.random() * spread
+        first = last - (i % 7) * 600 if spread else last
+        yield Grant(ip, f"user{i % 100000}@example.org", "imap-login" if i % 4 else "pop3-login", first, last,
+                    1 + i % 5 if spread else 1, last + 1800)
 
 
-def fill(path: Path, ips: list[str]) -> None:
+def fill(path: Path, ips: list[str], spread: float = 0.0) -> None:
     store, _ = state.open_store(path, T0)
     for start in range(0, len(ips), 100_000):
-        store.write(grants(ips[start:start + 100_000], T0), [])
+        store.write(grants(ips[start:start + 100_000], T0, spread, start), [])
     store.close()
 
 
@@ -176,7 +183,7 @@ def ticks(work: Path, live: int, per_tick: int, count: int) -> None:
 
 def startup(work: Path, count: int, repeat: int) -> None:
     path = work / "startup.db"
-    fill(path, addresses(count))
+    fill(path, addresses(count), spread=1800)  # logins over the last 30 minutes, as a live set's are
     size = path.stat().st_size
     runs = []
     for _ in range(repeat):
