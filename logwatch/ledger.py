@@ -197,7 +197,7 @@ class Ledger:
         """Record a successful login and return what the sinks must do.
 
         ``event.ip`` must be normalised (``LoginEvent``: the matcher did it); the state
-        file's grants, read from disk, are normalised by ``restore``.
+        file's grants, read from disk, are checked by ``state`` and restored by ``restore_saved``.
 
         Returns:
             ``()`` if the login authorises nothing (see ``refusal``) or renews nothing (an
