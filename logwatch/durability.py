@@ -90,7 +90,10 @@ class Durability:
             log.warning("%s", warning)
         # A million grants and their changes are millions of objects at once: the cyclic
         # collector would walk them again and again while they are made (a third of the
-        # start-up), and in every later full collection. None of them is in a cycle.
+        # start-up), and in every later full collection. None of them is in a cycle. (A
+        # caller that keeps the collector off for longer, over the rest of its start, has
+        # it left off.)
+        collecting = gc.isenabled()
         gc.disable()
         try:
             try:
@@ -103,7 +106,8 @@ class Durability:
             before = len(ledger)
             restored = ledger.restore_saved(loaded.grants, now, checked=True)  # state refuses a row it never wrote
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
             gc.freeze()  # what start-up made is never scanned again (Python's advice for servers)
         if restored:
             log.info("restored %d grant(s) from %s", len(restored), self.path)

@@ -4,6 +4,7 @@ and a tick's cost counted in rows, against the size of the live set."""
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import sqlite3
@@ -194,6 +195,24 @@ def test_restore_into_a_ledger_not_empty_still_deletes_what_it_does_not_take(tmp
     assert [c.ip for c in again.restore(ledger, T0 + 700)] == ["192.0.2.8"]  # 192.0.2.7 expired meanwhile
     assert len(ledger) == 2 and set(in_state(tmp_path)) == {"192.0.2.8"}
     again.close()
+
+
+def test_restore_turns_the_collector_back_on_only_if_it_was_on(tmp_path: Path) -> None:
+    """Off while the grants are made, frozen after; a caller that turned it off for its
+    whole start (the brake's index, the sinks' first batch) finds it off still."""
+    assert gc.isenabled()
+    d = durable(tmp_path)
+    d.restore(Ledger(), T0)
+    d.close()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        d = durable(tmp_path)
+        d.restore(Ledger(), T0)
+        d.close()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_without_state_nothing_is_written(tmp_path: Path) -> None:
