@@ -184,19 +184,22 @@ class Administrator:
         if self.path is not None:
             self.record = load(self.path)
         self.record.prune(now, ledger.expire_after)
-        out = list(restored)
+        amended: dict[str, list[Change]] = {}  # address -> what replaces its restored PUT
         for ip, at in self.record.revocations.items():
             grant = ledger.get(ip)
             if grant is not None and grant.last <= at and grant.service != "manual":
                 change = ledger.withdraw(ip, "revoked by hand before the restart")
-                out = [c for c in out if c.ip != ip]
-                if change is not None:
-                    out.append(change)  # a sink may still hold it from before
+                amended[ip] = [change] if change is not None else []  # a sink may still hold it from before
         for ip, mark in self.record.allowances.items():
             if mark.until is not None:
-                out = [c for c in out if c.ip != ip] + list(ledger.allow(
+                amended[ip] = amended.get(ip, []) + list(ledger.allow(
                     ip, "(by hand)", mark.until, now, _said("allowed by hand", mark.by, mark.note, "(restored)")))
-        self.users.observe(out)
+        # One pass over what was restored (a million at an ISP), not one per amendment.
+        out = [c for c in restored if c.ip not in amended] if amended else list(restored)
+        self.users.restore([c.grant for c in out if c.reason == "restored"])  # restore gives PUTs only
+        for changes in amended.values():
+            self.users.observe(changes)
+            out.extend(changes)
         return tuple(out)
 
     # ------------------------------------------------------------------ logins

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from logwatch.model import DROP, PUT, Change
+from logwatch.model import DROP, PUT, Change, Grant
 
 #: ``--max-addresses-per-user`` when not given (README, "The credential-stuffing brake").
 DEFAULT_MAX_ADDRESSES = 10
@@ -31,53 +31,127 @@ _LOGIN_REASONS = frozenset(("login", "renew", "restored"))
 
 
 def user_key(user: str) -> str:
-    """The form a user name is compared in."""
-    return user.casefold()
+    """The form a user name is compared in: case-folded. A name in lowercase ASCII, nearly
+    every one, is its own form: the same string, not a copy (whose hash would be computed
+    again by every dict it goes into)."""
+    return user if user.isascii() and user.islower() else user.casefold()
 
 
 class UserAddresses:
-    """Per user, the addresses it authorised and until when (fed the ledger's Changes)."""
+    """Per user, the addresses it authorised and until when (fed the ledger's Changes).
+
+    Why two shapes for each entry: nearly every user holds one address and nearly every
+    address one user, and at an ISP's 1,000,000 grants a dict per user and a set per
+    address cost 450 bytes a grant and, at start, 3 s to build. So a user with one address
+    is ``(ip, until)``, with more a dict ``{ip: until}``; an address with one user is the
+    user's key, with more a set of keys.
+    """
 
     __slots__ = ("_by_user", "_by_ip")
 
     def __init__(self) -> None:
-        self._by_user: dict[str, dict[str, float]] = {}
-        self._by_ip: dict[str, set[str]] = {}
+        self._by_user: dict[str, tuple[str, float] | dict[str, float]] = {}
+        self._by_ip: dict[str, str | set[str]] = {}
+
+    def restore(self, grants: Iterable[Grant]) -> None:
+        """Add the grants a start restored (the users' logins; manual grants belong to none).
+
+        Inlined for the common case (a user and an address not seen yet): at 1,000,000
+        grants a method call each was most of the daemon's start after the state."""
+        by_user, by_ip, add = self._by_user, self._by_ip, self._add
+        for grant in grants:
+            if grant.service == "manual":
+                continue
+            user, ip = grant.user, grant.ip
+            key = user if user.isascii() and user.islower() else user.casefold()  # user_key, inlined
+            if ip in by_ip:  # an address two users share: the general way
+                add(key, ip, grant.until)
+                continue
+            by_ip[ip] = key
+            held = by_user.get(key)
+            if held is None:
+                by_user[key] = (ip, grant.until)
+            elif held.__class__ is tuple:  # the user's second address
+                by_user[key] = {held[0]: held[1], ip: grant.until}
+            else:
+                held[ip] = grant.until  # type: ignore[index]
 
     def observe(self, changes: Iterable[Change]) -> None:
         """Follow the ledger: a login's PUT adds its address to its user, a DROP removes it from all."""
         for change in changes:
             grant = change.grant
             if change.kind == PUT and change.reason in _LOGIN_REASONS and grant.service != "manual":
-                key = user_key(grant.user)
-                self._by_user.setdefault(key, {})[grant.ip] = grant.until
-                self._by_ip.setdefault(grant.ip, set()).add(key)
+                self._add(user_key(grant.user), grant.ip, grant.until)
             elif change.kind == DROP:
-                for key in self._by_ip.pop(grant.ip, ()):
-                    held = self._by_user.get(key)
-                    if held is not None:
-                        held.pop(grant.ip, None)
-                        if not held:
-                            del self._by_user[key]
+                self._drop(grant.ip)
 
     def addresses(self, user: str, now: float) -> list[str]:
         """The addresses ``user`` authorised that are still live at ``now``, oldest end first."""
-        held = self._by_user.get(user_key(user))
-        if not held:
+        key = user_key(user)
+        held = self._by_user.get(key)
+        if held is None:
+            return []
+        if isinstance(held, tuple):
+            if held[1] > now:
+                return [held[0]]
+            del self._by_user[key]
+            self._unlink(held[0], key)
             return []
         for ip in [ip for ip, until in held.items() if until <= now]:
             del held[ip]
-            users = self._by_ip.get(ip)
-            if users is not None:
-                users.discard(user_key(user))
-                if not users:
-                    del self._by_ip[ip]
+            self._unlink(ip, key)
+        if not held:
+            del self._by_user[key]
         return sorted(held, key=held.__getitem__)
 
     def holds(self, user: str, ip: str, now: float) -> bool:
         """Whether ``user`` has ``ip`` authorised at ``now``."""
-        until = self._by_user.get(user_key(user), {}).get(ip)
+        held = self._by_user.get(user_key(user))
+        if held is None:
+            return False
+        until = (held[1] if held[0] == ip else None) if isinstance(held, tuple) else held.get(ip)
         return until is not None and until > now
+
+    def _add(self, key: str, ip: str, until: float) -> None:
+        held = self._by_user.get(key)
+        if held is None or (isinstance(held, tuple) and held[0] == ip):
+            self._by_user[key] = (ip, until)
+        elif isinstance(held, tuple):
+            self._by_user[key] = {held[0]: held[1], ip: until}
+        else:
+            held[ip] = until
+        users = self._by_ip.get(ip)
+        if users is None:
+            self._by_ip[ip] = key
+        elif isinstance(users, str):
+            if users != key:
+                self._by_ip[ip] = {users, key}
+        else:
+            users.add(key)
+
+    def _drop(self, ip: str) -> None:
+        users = self._by_ip.pop(ip, None)
+        for key in (users,) if isinstance(users, str) else users or ():
+            held = self._by_user.get(key)
+            if held is None:
+                continue
+            if isinstance(held, tuple):
+                if held[0] == ip:
+                    del self._by_user[key]
+            else:
+                held.pop(ip, None)
+                if not held:
+                    del self._by_user[key]
+
+    def _unlink(self, ip: str, key: str) -> None:
+        """``key`` no longer holds ``ip``: forget it from the address's side."""
+        users = self._by_ip.get(ip)
+        if users == key:
+            del self._by_ip[ip]
+        elif isinstance(users, set):
+            users.discard(key)
+            if not users:
+                del self._by_ip[ip]
 
 
 class Brake:

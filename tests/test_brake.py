@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logwatch.brake import Brake, UserAddresses
 from logwatch.model import DROP, PUT, Change, Grant
@@ -73,3 +76,54 @@ def test_a_revoked_or_expired_address_no_longer_counts() -> None:
     assert users.addresses("bob", 600) == []  # 192.0.2.1 ran out at 600
     with pytest.raises(ValueError):
         Brake(-1)
+
+
+class Model:
+    """What UserAddresses must answer, written the plain way: (user, ip) -> until."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, str], float] = {}
+
+    def observe(self, change: Change) -> None:
+        g = change.grant
+        if change.kind == PUT and g.service != "manual" and change.reason in ("login", "renew", "restored"):
+            self.held[g.user.casefold(), g.ip] = g.until
+        elif change.kind == DROP:
+            self.held = {k: u for k, u in self.held.items() if k[1] != g.ip}
+
+    def addresses(self, user: str, now: float) -> list[str]:
+        key = user.casefold()
+        self.held = {k: u for k, u in self.held.items() if k[0] != key or u > now}
+        return [ip for (_, ip), _ in sorted(((k, u) for k, u in self.held.items() if k[0] == key),
+                                            key=lambda item: item[1])]
+
+
+USERS = ("alice", "Alice", "bob")
+IPS = ("192.0.2.1", "2001:db8::4")
+
+
+@given(st.lists(st.tuples(st.sampled_from(("login", "renew", "restored", "drop", "manual", "ask", "holds")),
+                          st.sampled_from(USERS), st.sampled_from(IPS), st.integers(0, 100)), max_size=40))
+@settings(max_examples=3000 if os.environ.get("CI") == "true" else 1000, deadline=None)
+def test_the_compact_index_answers_as_the_plain_one(steps: list[tuple[str, str, str, int]]) -> None:
+    """UserAddresses keeps one address as a tuple and one user as a string, growing into a
+    dict and a set: whatever the order of logins, drops and questions, its answers are the
+    plain model's (restore and observe alike)."""
+    index, model = UserAddresses(), Model()
+    for n, (what, user, ip, t) in enumerate(steps):
+        now = float(n)
+        if what in ("ask", "holds"):
+            expected = model.addresses(user, now)
+            if what == "holds":
+                assert index.holds(user, ip, now) == (ip in expected)
+            else:
+                got = index.addresses(user, now)
+                assert sorted(got) == sorted(expected) and len(got) == len(expected)
+            continue
+        grant = Grant(ip, user, "manual" if what == "manual" else "imap-login", now, now, 1, now + t)
+        change = Change(DROP if what == "drop" else PUT, grant, "login" if what == "manual" else what)
+        model.observe(change)
+        if what == "restored":
+            index.restore([grant])
+        else:
+            index.observe([change])
