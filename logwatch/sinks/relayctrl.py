@@ -50,6 +50,8 @@ from logwatch.sinks import Health, SinkError, SinkOptions
 log = logging.getLogger(__name__)
 
 MODE = 0o644
+#: ``st_mode`` of a file we write: a regular file, mode ``MODE``, no other bit.
+_OUR_MODE = stat.S_IFREG | MODE
 TEMP_PREFIX = ".relaywatch."
 #: The characters of a normalised address; a name of others is never a file name here.
 _ADDRESS_CHARS = frozenset("0123456789abcdef:.")
@@ -89,7 +91,11 @@ class RelayCtrlSink:
             SinkError: retryable, if the file could not be written (disk full, ...).
         """
         slack = 0.0 if self.expiry is None else self.expiry - (grant.until - grant.last)
-        for name in self._names(grant.ip):
+        ip = grant.ip
+        if not self.mapped and ip and ip[0] != "." and _ADDRESS_CHARS.issuperset(ip):
+            self._write(ip, grant.last, slack)  # the one name: _names' guard, without its list
+            return
+        for name in self._names(ip):
             self._write(name, grant.last, slack)
 
     def drop(self, ip: str, *, early: bool = False) -> None:
@@ -176,16 +182,19 @@ class RelayCtrlSink:
             if self._restamp(name, mtime):
                 self._ours[name] = mtime
                 return
-        else:
+        else:  # not written in this run: a restart's first put (a million of them at an ISP)
             st = self._inspect(name)
-            if st is not None and self._not_ours(name, st):
-                return
-            if st is not None and (abs(st.st_mtime - mtime) < 0.001 or 0.0 <= mtime - st.st_mtime <= slack):
-                self._ours[name] = st.st_mtime  # what we published before a restart: nothing to write
-                return
-            if st is not None and self._restamp(name, mtime):
-                self._ours[name] = mtime
-                return
+            if st is not None:
+                if st.st_mode != _OUR_MODE or st.st_size or st.st_nlink != 1 or st.st_uid != self._uid:
+                    if self._not_ours(name, st):
+                        return
+                seen = st.st_mtime
+                if abs(seen - mtime) < 0.001 or 0.0 <= mtime - seen <= slack:
+                    self._ours[name] = seen  # what we published before a restart: nothing to write
+                    return
+                if self._restamp(name, mtime):
+                    self._ours[name] = mtime
+                    return
         temp = f"{TEMP_PREFIX}{name}.{secrets.token_hex(6)}"
         try:
             fd = os.open(
