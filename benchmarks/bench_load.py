@@ -174,7 +174,7 @@ class LoopWatch(threading.Thread):
     def __init__(self, status: Path) -> None:
         super().__init__(daemon=True)
         self.status = status
-        self.step = self.pause = 0.0
+        self.step = self.pause = self.gc = 0.0
         self.step_lines = 0
         self.long_pauses: list[int] = []
         self.stop = threading.Event()
@@ -188,6 +188,7 @@ class LoopWatch(threading.Thread):
             if loop.get("step", 0) > self.step:
                 self.step, self.step_lines = loop["step"], loop.get("step_lines", 0)
             self.pause = max(self.pause, loop.get("pause", 0))
+            self.gc = max(self.gc, loop.get("gc", 0))
             self.long_pauses.append(loop.get("long_pauses", 0))  # a counter since the daemon's start
 
     @property
@@ -378,12 +379,14 @@ def main() -> int:
         "map_update_max_ms": round(max(updates), 1) if updates else None,
         "loop_step_max_ms": round(watch.step * 1000, 1), "loop_step_lines": watch.step_lines,
         "restart_ready_s": ready, "loop_pause_max_ms": round(watch.pause * 1000, 1), "loop_pauses_over_50ms": watch.long_pauses_seen,
+        "gc_max_ms": round(watch.gc * 1000, 1),
     }
     print(f"steady {a.seconds:.0f} s at {a.rate:,} logins/s ({a.new}/s new), {a.live:,} live, {a.sink}: "
           f"login -> published p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms (n={len(samples)}); "
           f"log lag max {result['lag_s_max']} s; daemon CPU {cpu:.0%} of a core; peak RSS {rss:.0f} MB; "
           f"loop: longest turn {result['loop_step_max_ms']} ms ({watch.step_lines} lines), "
-          f"longest pause {result['loop_pause_max_ms']} ms, {watch.long_pauses_seen} over 50 ms")
+          f"longest pause {result['loop_pause_max_ms']} ms, {watch.long_pauses_seen} over 50 ms; longest garbage "
+          f"collection {result['gc_max_ms']} ms")
     if updates:
         print(f"whole map rebuilds (the INFO lines; batches in place log at debug): {len(updates)}, "
               f"p50 {result['map_update_p50_ms']} ms, max {result['map_update_max_ms']} ms")

@@ -26,6 +26,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from logwatch import logsetup, metrics, notify, startup
 from logwatch.admin import Administrator
 from logwatch.brake import Brake
+from logwatch.collector import Collector
 from logwatch.config import BY_NAME, Settings
 from logwatch.control import ControlError, ControlServer
 from logwatch.display import printable
@@ -131,6 +133,8 @@ class Daemon:
         self._lag: float | None = None
         #: The longest steps since the last periodic status (``statusrecord.LoopTimes``).
         self._loop = LoopTimes()
+        #: The cyclic garbage collector, kept off the loop's path (made at start).
+        self.collector: Collector | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -179,6 +183,7 @@ class Daemon:
             if collecting:
                 gc.enable()
             gc.freeze()
+        self.collector = Collector()
         log.info("pattern sets: %s; services: %s", self.matcher.describe(), ", ".join(sorted(self.matcher.services)))
         log.info("sinks: %s; expire %s; never %s", ", ".join(o.spec for o in self.outlets),
                  format_duration(self.ledger.expire_after), self.ledger.never)
@@ -295,6 +300,8 @@ class Daemon:
             self.save(now)
         if now - self._status_at >= STATUS_EVERY:
             self._tell(now)
+        if self.collector is not None:
+            self.collector.tend()
         done = time.perf_counter()
         self._loop = self._loop.noted(done - began, lines, done - read)
 
@@ -304,6 +311,8 @@ class Daemon:
         record = self.status(now, True)
         self._lag = None  # the next record says the most since this one
         self._loop = LoopTimes(long_pauses=self._loop.long_pauses)
+        if self.collector is not None:
+            self.collector.longest = 0.0
         self.viewers.publish(record, now)
         if self.settings.metrics:
             try:
@@ -479,7 +488,8 @@ class Daemon:
             sinks=self._health(),
             pattern_sets=tuple(p.name for p in self.matcher.sets), hits=hits, counts=counts,
             logins_last_minute=self.viewers.logins_last_minute(now),
-            log_lag=None if self._lag is None else round(self._lag, 3), loop=self._loop,
+            log_lag=None if self._lag is None else round(self._lag, 3),
+            loop=replace(self._loop, gc=self.collector.longest if self.collector is not None else 0.0),
             expire=self.ledger.expire_after, state=self.settings.state, grants=len(self.ledger))
 
     def _health(self) -> tuple[SinkStatus, ...]:
@@ -540,6 +550,8 @@ class Daemon:
         if self.source is not None:
             self.save(now, running=False)
         self._close_outlets()
+        if self.collector is not None:
+            self.collector.close()
         log.info("stopped; %d client(s) authorised", len(self.ledger))
 
     def _close_outlets(self) -> None:

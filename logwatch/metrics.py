@@ -74,6 +74,8 @@ def render(record: DaemonStatus, refusals: Mapping[str, int]) -> str:
                "(lines handled, expiries, commits, save).", [("", record.loop.step)])
         metric("loop_pause_seconds_max", "gauge", "The longest time after a turn's lines in which no line "
                "was read (commits, save) since the last status.", [("", record.loop.pause)])
+        metric("gc_seconds_max", "gauge", "The longest pass of the cyclic garbage collector since the last status.",
+               [("", record.loop.gc)])
         metric("loop_long_pauses_total", "counter", "Turns of the loop that paused longer than 50 ms.",
                [("", record.loop.long_pauses)])
     if record.updated is not None:

@@ -11,7 +11,7 @@ The keys (``status.py`` adds ``format`` and ``version``)::
      "sinks": [{"spec", "ok", "last_ok", "error", "backlog"}], "pattern_sets": [...],
      "hits": {"set/pattern": n}, "counts": {"authorised", "refreshed", "withdrawn",
      "refused", "ignored"}, "logins_last_minute", "log_lag",
-     "loop": {"step", "step_lines", "pause", "long_pauses"}, "expire", "state", "grants"}
+     "loop": {"step", "step_lines", "pause", "long_pauses", "gc"}, "expire", "state", "grants"}
 
 A key that is missing reads as its default (a file from an older relaywatch); a key of the
 wrong type is an error naming it.
@@ -87,12 +87,15 @@ class LoopTimes:
             goal is that this stays under 50 ms at any live-set size.
         long_pauses: how many turns paused longer than ``LONG_PAUSE`` since the daemon
             started (a counter: it is not reset with the maxima).
+        gc: the longest pass of Python's cyclic garbage collector (``collector``), which
+            holds the loop wherever it falls.
     """
 
     step: float = 0.0
     step_lines: int = 0
     pause: float = 0.0
     long_pauses: int = 0
+    gc: float = 0.0
 
     def noted(self, busy: float, lines: int, pause: float) -> LoopTimes:
         """These maxima with one more turn (``busy`` seconds, ``lines`` lines, of which
@@ -101,18 +104,18 @@ class LoopTimes:
             return self
         longer = busy > self.step
         return LoopTimes(busy if longer else self.step, lines if longer else self.step_lines,
-                         max(pause, self.pause), self.long_pauses + (pause > LONG_PAUSE))
+                         max(pause, self.pause), self.long_pauses + (pause > LONG_PAUSE), self.gc)
 
     def to_json(self) -> dict[str, Any]:
         return {"step": round(self.step, 4), "step_lines": self.step_lines, "pause": round(self.pause, 4),
-                "long_pauses": self.long_pauses}
+                "long_pauses": self.long_pauses, "gc": round(self.gc, 4)}
 
     @classmethod
     def from_json(cls, doc: object) -> LoopTimes:
         """Raises ValueError naming the key that is not what the daemon writes."""
         d = _mapping(doc, "loop")
         return cls(_number(d, "step") or 0.0, _typed(d, "step_lines", int, 0), _number(d, "pause") or 0.0,
-                   _typed(d, "long_pauses", int, 0))
+                   _typed(d, "long_pauses", int, 0), _number(d, "gc") or 0.0)
 
 
 @dataclass(frozen=True, slots=True)
