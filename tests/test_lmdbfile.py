@@ -28,25 +28,17 @@ PROBED = "127.0.0.10"
 BYSTANDER = "127.0.0.11"
 
 
-def unavailable(problems: list[str]) -> None:
-    """Skip for a developer without the pieces; fail in CI, where they must be installed."""
-    if problems:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but: " + "; ".join(problems))
-        pytest.skip("; ".join(problems))
-
-
 @pytest.fixture(scope="module")
 def lib() -> Library:
     problems = [f"{name} not installed" for name in ("postmap", "postconf")
                 if shutil.which(name, path=postfixlab.SBIN_PATH) is None]
-    unavailable(problems)
+    postfixlab.unavailable(problems)
     if "lmdb" not in postfixlab.map_types():
-        unavailable([f"map type lmdb not supported ({postfix.missing_type_hint('lmdb')})"])
+        postfixlab.unavailable([f"map type lmdb not supported ({postfix.missing_type_hint('lmdb')})"])
     try:
         return Library()
     except lmdbfile.Unavailable as error:
-        unavailable([str(error)])
+        postfixlab.unavailable([str(error)])
         raise
 
 
@@ -211,7 +203,7 @@ def test_a_batch_larger_than_the_map_grows_it(lib: Library, tmp_path: Path, conf
 
 @pytest.fixture(scope="module")
 def lab(lib: Library) -> Iterator[postfixlab.PostfixLab]:
-    unavailable(postfixlab.missing())
+    postfixlab.unavailable(postfixlab.missing())
     running = postfixlab.start(["lmdb"])
     try:
         yield running

@@ -36,20 +36,12 @@ PROBED = "127.0.0.10"
 BYSTANDER = "127.0.0.11"
 
 
-def unavailable(problems: list[str]) -> None:
-    """Skip for a developer without Postfix; fail in CI, where it must be installed."""
-    if problems:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but: " + "; ".join(problems))
-        pytest.skip("; ".join(problems))
-
-
 def require_postmap(map_type: str = "hash") -> None:
     problems = [f"{name} not installed" for name in ("postmap", "postconf")
                 if shutil.which(name, path=postfixlab.SBIN_PATH) is None]
-    unavailable(problems)
+    postfixlab.unavailable(problems)
     if map_type not in postfixlab.map_types():
-        unavailable([f"map type {map_type} not supported here "
+        postfixlab.unavailable([f"map type {map_type} not supported here "
                      f"({postfix.missing_type_hint(map_type)})"])
 
 
@@ -272,9 +264,9 @@ def test_never_imports_postfix_mynetworks(tmp_path: Path, config: Path) -> None:
 @pytest.fixture(scope="module")
 def lab() -> Iterator[postfixlab.PostfixLab]:
     """One private Postfix for the module: an smtpd per map type, each checking its own map."""
-    unavailable(postfixlab.missing())
+    postfixlab.unavailable(postfixlab.missing())
     supported = postfixlab.map_types()
-    unavailable([f"map type {t} not supported ({postfix.missing_type_hint(t)})"
+    postfixlab.unavailable([f"map type {t} not supported ({postfix.missing_type_hint(t)})"
                  for t in TYPES if t not in supported])
     running = postfixlab.start(TYPES)
     try:
