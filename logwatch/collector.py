@@ -8,7 +8,7 @@ and ``bench_load.py`` at 10,000 logins a second saw the loop paused 486 ms. Noth
 relaywatch keeps is in a reference cycle (each object is freed by its reference count the
 moment it is replaced), so walking them finds nothing.
 
-So every ``FREEZE_EVERY`` seconds the objects that exist are frozen (``gc.freeze``: moved
+So every ``FREEZE_EVERY`` second the objects that exist are frozen (``gc.freeze``: moved
 where no pass looks; freed by their counts as before), and a pass walks only what was made
 since. Cyclic garbage frozen meanwhile (an exception's traceback, rarely) would stay; once
 a day everything is unfrozen, collected in one full pass (its duration logged), and frozen
@@ -25,8 +25,10 @@ from typing import Any
 
 log = logging.getLogger("relaywatch")
 
-#: Seconds between two freezes of what exists.
-FREEZE_EVERY = 10.0
+#: Seconds between two freezes of what exists: a pass then walks at most what a second
+#: made (with 10 s, passes of 63 ms were measured at 10,000 logins a second). A freeze
+#: itself splices lists: it costs nothing measurable.
+FREEZE_EVERY = 1.0
 #: Seconds between two full passes over everything (unfrozen first).
 FULL_EVERY = 24 * 3600.0
 
