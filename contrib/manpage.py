@@ -32,12 +32,12 @@ def opt(flag: str) -> str:
 def default_text(option: config.Option) -> str:
     """The default as a settings file would spell it, or "" when there is none to say."""
     value = option.default
+    if value is None or value is False:
+        return ""
     if option.kind == "duration":
         return format_duration(value)
     if option.kind == "list":
         return ", ".join(value)
-    if value is None or value is False:
-        return ""
     return str(value)
 
 
