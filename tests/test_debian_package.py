@@ -364,3 +364,16 @@ def test_journald_unit_reload_reaches_relaywatch(booted: debianroots.Booted) -> 
     wait_for("grant after the reload", lambda: granted(box, "198.51.100.8"), box, unit)
     assert "standard input ended" not in journal(box, unit)  # (at stop it may: journalctl goes too)
     box.run(["systemctl", "stop", unit])
+
+
+def test_the_manual_page_is_made_from_every_option() -> None:
+    """contrib/manpage.py makes relaywatch(8) for the Debian package from OPTIONS; an option
+    whose default is None (--relay-ctrl-expiry) broke it, seen only when the .deb was built."""
+    from logwatch import config
+
+    root = ROOT
+    done = subprocess.run([sys.executable, str(root / "contrib" / "manpage.py"), "--date", "2026-12-01"],
+                          capture_output=True, text=True, cwd=root, env={"PYTHONPATH": str(root)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for option in config.OPTIONS:
+        assert "\\-\\-" + option.name.replace("-", "\\-") in done.stdout, option.name
