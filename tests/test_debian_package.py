@@ -121,7 +121,8 @@ def installed(request: pytest.FixtureRequest, deb: Path) -> Iterator[Installed]:
         installed_at = time.monotonic()
         # Then what the tests use: systemd-analyze (systemd is not PID 1 here), man (which
         # systemd-analyze verify runs for Documentation=man:relaywatch(8)) and pytest.
-        run(root, "apt-get", "install", "-y", "-q", *UNSAFE_IO, "systemd", "man-db", "python3-pytest", timeout=900)
+        run(root, "apt-get", "install", "-y", "-q", *UNSAFE_IO, "systemd", "man-db", "python3-pytest", "python3-hypothesis",
+            timeout=900)
         print(f"{suite}: root {made - started:.1f} s, apt install ./{deb.name} {installed_at - made:.1f} s, "
               f"systemd and pytest {time.monotonic() - installed_at:.1f} s", file=sys.stderr)
         yield Installed(suite, root, apt.stdout, scratch)
