@@ -91,11 +91,7 @@ class RelayCtrlSink:
             SinkError: retryable, if the file could not be written (disk full, ...).
         """
         slack = 0.0 if self.expiry is None else self.expiry - (grant.until - grant.last)
-        ip = grant.ip
-        if not self.mapped and ip and ip[0] != "." and _ADDRESS_CHARS.issuperset(ip):
-            self._write(ip, grant.last, slack)  # the one name: _names' guard, without its list
-            return
-        for name in self._names(ip):
+        for name in self._names(grant.ip):
             self._write(name, grant.last, slack)
 
     def drop(self, ip: str, *, early: bool = False) -> None:
