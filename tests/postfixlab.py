@@ -69,6 +69,15 @@ def unavailable(problems: list[str]) -> None:
         pytest.skip("; ".join(problems))
 
 
+def config_dir(tmp: Path) -> Path:
+    """A minimal private Postfix configuration directory in ``tmp``, so that postmap never
+    depends on /etc/postfix/main.cf."""
+    etc = tmp / "etc"
+    etc.mkdir()
+    write_config(etc / "main.cf", "compatibility_level = 3.6\n")
+    return etc
+
+
 def write_config(path: Path, text: str) -> None:
     """Write a Postfix config file with an mtime 10 s in the past.
 

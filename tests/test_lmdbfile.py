@@ -44,10 +44,7 @@ def lib() -> Library:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    postfixlab.write_config(etc / "main.cf", "compatibility_level = 3.6\n")
-    return etc
+    return postfixlab.config_dir(tmp_path)
 
 
 def postmap(config: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:

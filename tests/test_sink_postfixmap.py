@@ -63,11 +63,7 @@ def query(map_type: str, path: Path, key: str, config: Path) -> str | None:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    """A minimal private Postfix config dir, so postmap never depends on /etc/postfix/main.cf."""
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    postfixlab.write_config(etc / "main.cf", "compatibility_level = 3.6\n")
-    return etc
+    return postfixlab.config_dir(tmp_path)
 
 
 def make_sink(map_type: str, path: Path, config: Path, **kwargs: object) -> PostfixMapSink:
