@@ -78,8 +78,8 @@ class Publisher:
     def flush(self) -> None:
         """Append the queued events (one ``write``), rotating the journal when it is full.
 
-        Safe beside ``event`` on another thread (the daemon's I/O runs on its own): the queue
-        is taken whole first, and an event queued meanwhile goes into the next flush.
+        The queue is taken whole before the write, and put back in front if it fails, so
+        the journal keeps the events' order whatever happens to one write.
 
         Raises:
             OSError: the directory cannot be written; the events stay queued (at most a
